@@ -1,0 +1,83 @@
+"""The `klingbot` command line (also `python -m bot`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from bot.errors import KlingbotError
+from bot.settings import Settings, load_settings
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import Database
+
+    db = await Database.open(settings.db_path, migrate=False)
+    async with db:
+        applied = await db.migrate()
+        version = await db.schema_version()
+    if applied:
+        print(f"Applied migrations {', '.join(map(str, applied))}; schema is at version {version}.")
+    else:
+        print(f"Database {settings.db_path} is up to date (schema version {version}).")
+    return 0
+
+
+async def cmd_ledger_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import Database, Ledger
+
+    if not settings.db_path.exists():
+        print(f"No database at {settings.db_path} (KLINGBOT_DB_PATH).", file=sys.stderr)
+        return 2
+    async with await Database.open(settings.db_path) as db:
+        report = await Ledger(db).audit()
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="klingbot",
+        description="Discord bot for Kling v3 Pro text-to-video, paid from a credit ledger.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
+
+    ledger = sub.add_parser("ledger", help="credit ledger tools")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    ledger_sub.add_parser(
+        "audit", help="recompute every balance from the entries; exit 1 on any violation"
+    ).set_defaults(func=cmd_ledger_audit)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level="DEBUG" if args.verbose else settings.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        func: Command = args.func
+        return asyncio.run(func(args, settings))
+    except KlingbotError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Persistent state: the database, the credit ledger, jobs and guild policy.
+
+Nothing outside this package writes SQL. The classes here expose plain Python values, so another
+backend could sit behind the same methods.
+"""
+
+from storage.clock import Clock, ManualClock, OffsetClock, SystemClock
+from storage.database import Database, Tx
+from storage.errors import (
+    DatabaseUnavailable,
+    HoldAlreadyResolved,
+    HoldNotFound,
+    IdempotencyConflict,
+    IllegalTransition,
+    InsufficientCredits,
+    InvalidMovement,
+    JobError,
+    JobNotFound,
+    LedgerError,
+    StorageError,
+)
+from storage.jobs import FINAL_STATES, Job, JobEvent, JobState, JobStore, NewJob
+from storage.ledger import (
+    AccountKind,
+    AccountRef,
+    AuditReport,
+    Balance,
+    HistoryEntry,
+    Ledger,
+    Transfer,
+    TransferKind,
+)
+from storage.policy import BlockedPattern, GuildPolicy, ModerationEvent, PolicySnapshot
+
+__all__ = [
+    "FINAL_STATES",
+    "AccountKind",
+    "AccountRef",
+    "AuditReport",
+    "Balance",
+    "BlockedPattern",
+    "Clock",
+    "Database",
+    "DatabaseUnavailable",
+    "GuildPolicy",
+    "HistoryEntry",
+    "HoldAlreadyResolved",
+    "HoldNotFound",
+    "IdempotencyConflict",
+    "IllegalTransition",
+    "InsufficientCredits",
+    "InvalidMovement",
+    "Job",
+    "JobError",
+    "JobEvent",
+    "JobNotFound",
+    "JobState",
+    "JobStore",
+    "Ledger",
+    "LedgerError",
+    "ManualClock",
+    "ModerationEvent",
+    "NewJob",
+    "OffsetClock",
+    "PolicySnapshot",
+    "StorageError",
+    "SystemClock",
+    "Transfer",
+    "TransferKind",
+    "Tx",
+]

@@ -1,0 +1,78 @@
+"""Storage errors. Each carries a message fit to show a user or an operator.
+
+StorageError
+├── DatabaseUnavailable      the database cannot be written (read-only, disk full, locked)
+├── LedgerError
+│   ├── InsufficientCredits  a movement would take an account's available balance below zero
+│   ├── IdempotencyConflict  a key was reused with different fields
+│   ├── HoldNotFound
+│   ├── HoldAlreadyResolved  a hold was already captured, voided or expired
+│   └── InvalidMovement      a movement the ledger refuses for another reason
+└── JobError
+    ├── JobNotFound
+    └── IllegalTransition    a job state change the job model does not allow
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every storage error; `str(error)` is the human-readable message."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database refused a write for a reason outside the request (read-only, full, locked)."""
+
+
+class LedgerError(StorageError):
+    """A ledger movement was refused."""
+
+
+class InsufficientCredits(LedgerError):
+    def __init__(self, requested: int, available: int | None = None) -> None:
+        self.requested = requested
+        self.available = available
+        have = "" if available is None else f" but only {available} are available"
+        super().__init__(f"This needs {requested} credits{have}.")
+
+
+class IdempotencyConflict(LedgerError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"Idempotency key {key!r} was already used for a different movement.")
+
+
+class HoldNotFound(LedgerError):
+    def __init__(self, hold_id: int) -> None:
+        self.hold_id = hold_id
+        super().__init__(f"Hold {hold_id} does not exist.")
+
+
+class HoldAlreadyResolved(LedgerError):
+    def __init__(self, hold_id: int, resolution: str | None = None) -> None:
+        self.hold_id = hold_id
+        self.resolution = resolution
+        how = f" ({resolution})" if resolution else ""
+        super().__init__(f"Hold {hold_id} was already resolved{how}.")
+
+
+class InvalidMovement(LedgerError):
+    """The ledger refused a movement (bad amount, unknown account, mismatched accounts)."""
+
+
+class JobError(StorageError):
+    """A job operation was refused."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"No job with id {job_id!r}.")
+
+
+class IllegalTransition(JobError):
+    def __init__(self, job_id: str, from_state: str, to_state: str) -> None:
+        self.job_id = job_id
+        self.from_state = from_state
+        self.to_state = to_state
+        super().__init__(f"Job {job_id} cannot go from {from_state} to {to_state}.")

@@ -1,0 +1,347 @@
+"""Job rows and their state machine (DESIGN.md section 6).
+
+    awaiting_approval ─> queued ─> submitted ─> running ─> succeeded ─> delivered
+         │ deny            │ reject   │ provider failure / moderation        │ post failed
+         v                 v          v                                      v
+      rejected          rejected    failed        cancelled   expired     delivery_failed
+
+A state change is a compare-and-set: it only happens from a state that allows it, so a webhook and
+the poller racing to record the same outcome cannot both win. The database refuses illegal
+transitions too (trigger `jobs_legal_transition`), and every change appends a job event.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from storage.database import Database, Row, Tx
+from storage.errors import IllegalTransition, JobNotFound
+
+__all__ = ["FINAL_STATES", "Job", "JobEvent", "JobState", "JobStore", "NewJob"]
+
+
+class JobState(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    DELIVERY_FAILED = "delivery_failed"
+
+
+S = JobState
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    S.AWAITING_APPROVAL: frozenset({S.QUEUED, S.REJECTED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.SUBMITTED, S.REJECTED, S.FAILED, S.CANCELLED, S.EXPIRED}),
+    S.SUBMITTED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED, S.QUEUED}),
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED}),
+    S.SUCCEEDED: frozenset({S.DELIVERED, S.DELIVERY_FAILED}),
+    S.DELIVERY_FAILED: frozenset({S.DELIVERED}),
+    S.EXPIRED: frozenset({S.SUCCEEDED}),
+    S.DELIVERED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+FINAL_STATES = frozenset({S.DELIVERED, S.REJECTED, S.FAILED, S.CANCELLED})
+AT_PROVIDER_STATES = frozenset({S.SUBMITTED, S.RUNNING})
+
+
+def sources_of(target: JobState) -> frozenset[JobState]:
+    """States from which `target` may be entered."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored job."""
+
+    id: str
+    guild_id: int
+    channel_id: int
+    user_id: int
+    interaction_id: int | None
+    status_message_id: int | None
+    result_message_id: int | None
+    approval_message_id: int | None
+    state: JobState
+    provider: str
+    provider_job_id: str | None
+    request: dict[str, Any]
+    cost: int
+    payer: str
+    hold_id: int | None
+    webhook_token: str
+    media_token: str
+    progress_pct: int | None
+    provider_status: str | None
+    error_kind: str | None
+    error_message: str | None
+    video_url: str | None
+    media_path: str | None
+    media_size_bytes: int | None
+    upload_limit_bytes: int
+    submit_attempts: int
+    delivery_attempts: int
+    delivered_via: str | None
+    parent_job_id: str | None
+    created_at_ms: int
+    updated_at_ms: int
+    submitted_at_ms: int | None
+    finished_at_ms: int | None
+    deadline_at_ms: int | None
+    next_poll_at_ms: int | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @classmethod
+    def from_row(cls, row: Row) -> Job:
+        values = {f.name: row[f.name] for f in fields(cls) if f.name not in ("request", "state")}
+        return cls(state=JobState(row["state"]), request=json.loads(row["request_json"]), **values)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What it takes to record a job."""
+
+    provider: str
+    request: dict[str, Any]
+    cost: int
+    state: JobState = JobState.QUEUED
+    guild_id: int = 0
+    channel_id: int = 0
+    user_id: int = 0
+    interaction_id: int | None = None
+    payer: str = "none"
+    hold_id: int | None = None
+    upload_limit_bytes: int = 10 * 1024 * 1024
+    parent_job_id: str | None = None
+    deadline_at_ms: int | None = None
+    id: str = field(default_factory=lambda: secrets.token_hex(6))
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    at_ms: int
+    from_state: str | None
+    to_state: str
+    detail: str | None
+
+
+# Columns a caller may set through update()/transition(); the rest are fixed at creation.
+MUTABLE_COLUMNS = frozenset(
+    {
+        "status_message_id",
+        "result_message_id",
+        "approval_message_id",
+        "provider",
+        "provider_job_id",
+        "cost",
+        "payer",
+        "hold_id",
+        "progress_pct",
+        "provider_status",
+        "error_kind",
+        "error_message",
+        "video_url",
+        "media_path",
+        "media_size_bytes",
+        "upload_limit_bytes",
+        "submit_attempts",
+        "delivery_attempts",
+        "delivered_via",
+        "submitted_at_ms",
+        "finished_at_ms",
+        "deadline_at_ms",
+        "next_poll_at_ms",
+    }
+)
+
+
+class JobStore:
+    """Jobs over a Database. Methods accept `tx` to join a caller's transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, new: NewJob, *, tx: Tx | None = None) -> Job:
+        now = self._db.clock.now_ms()
+
+        async def run(t: Tx) -> Job:
+            row = await t.fetchone(
+                "INSERT INTO jobs (id, guild_id, channel_id, user_id, interaction_id, state, provider,"
+                " request_json, cost, payer, hold_id, webhook_token, media_token,"
+                " upload_limit_bytes, parent_job_id, created_at_ms, updated_at_ms, deadline_at_ms)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
+                (
+                    new.id,
+                    new.guild_id,
+                    new.channel_id,
+                    new.user_id,
+                    new.interaction_id,
+                    new.state.value,
+                    new.provider,
+                    json.dumps(new.request, sort_keys=True),
+                    new.cost,
+                    new.payer,
+                    new.hold_id,
+                    secrets.token_urlsafe(24),
+                    secrets.token_urlsafe(16),
+                    new.upload_limit_bytes,
+                    new.parent_job_id,
+                    now,
+                    now,
+                    new.deadline_at_ms,
+                ),
+            )
+            assert row is not None
+            await _event(t, new.id, now, None, new.state, "created")
+            return Job.from_row(row)
+
+        return await (run(tx) if tx is not None else self._db.write(run))
+
+    async def transition(
+        self,
+        job_id: str,
+        to_state: JobState,
+        *,
+        from_states: frozenset[JobState] | None = None,
+        detail: str | None = None,
+        tx: Tx | None = None,
+        **changes: Any,
+    ) -> Job:
+        """Move a job to `to_state` (and set `changes`) if its current state allows it.
+
+        Raises IllegalTransition (or JobNotFound) otherwise. `from_states` narrows the allowed
+        sources further, for callers that expect a specific state.
+        """
+        allowed = (
+            sources_of(to_state) if from_states is None else from_states & sources_of(to_state)
+        )
+        _check_columns(changes)
+        now = self._db.clock.now_ms()
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        placeholders = ",".join("?" for _ in allowed) or "NULL"
+
+        async def run(t: Tx) -> Job:
+            current = await t.fetchone("SELECT state FROM jobs WHERE id = ?", (job_id,))
+            if current is None:
+                raise JobNotFound(job_id)
+            row = await t.fetchone(
+                f"UPDATE jobs SET state = ?, updated_at_ms = ?{', ' if changes else ''}{assignments}"
+                f" WHERE id = ? AND state IN ({placeholders}) RETURNING *",
+                (to_state.value, now, *changes.values(), job_id, *(s.value for s in allowed)),
+            )
+            if row is None:
+                raise IllegalTransition(job_id, current["state"], to_state.value)
+            await _event(t, job_id, now, current["state"], to_state, detail)
+            return Job.from_row(row)
+
+        return await (run(tx) if tx is not None else self._db.write(run))
+
+    async def update(self, job_id: str, *, tx: Tx | None = None, **changes: Any) -> Job:
+        """Set non-state fields of a job."""
+        _check_columns(changes)
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        sql = (
+            f"UPDATE jobs SET updated_at_ms = ?{', ' if changes else ''}{assignments}"
+            " WHERE id = ? RETURNING *"
+        )
+        params = (self._db.clock.now_ms(), *changes.values(), job_id)
+        rows = await (tx.fetchall(sql, params) if tx else self._db.write_statement(sql, params))
+        if not rows:
+            raise JobNotFound(job_id)
+        return Job.from_row(rows[0])
+
+    async def get(self, job_id: str, *, tx: Tx | None = None) -> Job:
+        job = await self.find(job_id, tx=tx)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def find(self, job_id: str, *, tx: Tx | None = None) -> Job | None:
+        sql = "SELECT * FROM jobs WHERE id = ?"
+        row = await (tx.fetchone(sql, (job_id,)) if tx else self._db.fetchone(sql, (job_id,)))
+        return Job.from_row(row) if row else None
+
+    async def find_by_webhook_token(self, token: str) -> Job | None:
+        row = await self._db.fetchone("SELECT * FROM jobs WHERE webhook_token = ?", (token,))
+        return Job.from_row(row) if row else None
+
+    async def find_by_provider_job(self, provider: str, provider_job_id: str) -> Job | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM jobs WHERE provider = ? AND provider_job_id = ?",
+            (provider, provider_job_id),
+        )
+        return Job.from_row(row) if row else None
+
+    async def in_states(
+        self, states: frozenset[JobState], *, provider: str | None = None, limit: int = 100_000
+    ) -> list[Job]:
+        """Jobs in any of `states` (optionally one provider's), oldest first."""
+        marks = ",".join("?" for _ in states)
+        sql = f"SELECT * FROM jobs WHERE state IN ({marks})"
+        params: list[Any] = [s.value for s in states]
+        if provider is not None:
+            sql += " AND provider = ?"
+            params.append(provider)
+        sql += " ORDER BY created_at_ms, id LIMIT ?"
+        params.append(limit)
+        return [Job.from_row(r) for r in await self._db.fetchall(sql, params)]
+
+    async def live_at_provider(self, provider: str | None = None) -> list[Job]:
+        """Jobs the provider is working on (submitted or running)."""
+        return await self.in_states(AT_PROVIDER_STATES, provider=provider)
+
+    async def unfinished(self) -> list[Job]:
+        """Every job not in a final state (what a restart must resume)."""
+        return await self.in_states(frozenset(JobState) - FINAL_STATES)
+
+    async def by_user(
+        self, guild_id: int, user_id: int, *, limit: int = 10, before_ms: int | None = None
+    ) -> list[Job]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? AND created_at_ms < ?"
+            " ORDER BY created_at_ms DESC, id DESC LIMIT ?",
+            (guild_id, user_id, before_ms or 2**62, limit),
+        )
+        return [Job.from_row(r) for r in rows]
+
+    async def events(self, job_id: str) -> list[JobEvent]:
+        rows = await self._db.fetchall(
+            "SELECT at_ms, from_state, to_state, detail FROM job_events WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return [JobEvent(r["at_ms"], r["from_state"], r["to_state"], r["detail"]) for r in rows]
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        rows = await self._db.fetchall("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+        counts = dict.fromkeys(JobState, 0)
+        counts.update({JobState(r["state"]): r["n"] for r in rows})
+        return counts
+
+
+async def _event(
+    tx: Tx, job_id: str, at_ms: int, from_state: str | None, to_state: JobState, detail: str | None
+) -> None:
+    await tx.execute(
+        "INSERT INTO job_events (job_id, at_ms, from_state, to_state, detail) VALUES (?,?,?,?,?)",
+        (job_id, at_ms, from_state, to_state.value, detail),
+    )
+
+
+def _check_columns(changes: dict[str, Any]) -> None:
+    unknown = set(changes) - MUTABLE_COLUMNS
+    if unknown:
+        raise ValueError(f"not settable job fields: {sorted(unknown)}")

@@ -1,0 +1,64 @@
+"""A loopback Discord (REST + gateway) for end-to-end tests of discord.py bots.
+
+Usage (the double runs in the test's event loop; the bot in-process or in a subprocess)::
+
+    async with DiscordDouble(app_id=1, bot_user_id=2, token="test-token") as double:
+        double.add_guild(10, name="g")
+        double.add_channel(10, 20, "general")
+        double.add_member(10, 30, "alice")
+        with patch_discord_py(double):   # or pass double.api_base / gateway_url to a subprocess
+            ...start the bot, then: await double.wait_until_connected()
+            inter = await double.invoke("video", {"prompt": "a fox", "duration": 5})
+            ack = await inter.wait_ack()             # raises InteractionFailed if rejected
+            followup = await inter.wait_for_followup()
+            msgs = double.messages(20)
+
+Things the test asks for that Discord would never send (unsynced command, invalid option,
+unknown button) raise :class:`DoubleUsageError`. What the bot does wrong is answered the
+way Discord answers it (JSON errors with Discord's codes) and recorded in ``requests`` and
+``inter.responses``. Close the bot before stopping the double.
+"""
+
+from .builders import AttachmentInput
+from .discordpy import patch_discord_py
+from .double import DiscordDouble
+from .faults import Fault
+from .interactions import DoubleInteraction, InteractionFailed, ResponseRecord
+from .model import (
+    Attachment,
+    Channel,
+    Clock,
+    DoubleUsageError,
+    GatewayRecord,
+    Guild,
+    Member,
+    Message,
+    PartInfo,
+    RecordedRequest,
+    Role,
+    User,
+)
+from .wire import ApiError
+
+__all__ = [
+    "ApiError",
+    "Attachment",
+    "AttachmentInput",
+    "Channel",
+    "Clock",
+    "DiscordDouble",
+    "DoubleInteraction",
+    "DoubleUsageError",
+    "Fault",
+    "GatewayRecord",
+    "Guild",
+    "InteractionFailed",
+    "Member",
+    "Message",
+    "PartInfo",
+    "RecordedRequest",
+    "ResponseRecord",
+    "Role",
+    "User",
+    "patch_discord_py",
+]

@@ -1,0 +1,272 @@
+"""The double's world: every entity, the clock, the logs, JSON renderings and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .commands import CommandRegistry
+from .faults import FaultInjector
+from .model import (
+    ADMINISTRATOR,
+    ALL_PERMISSIONS,
+    DEFAULT_EVERYONE,
+    MIB,
+    SEND_MESSAGES,
+    Attachment,
+    Channel,
+    Clock,
+    GatewayRecord,
+    Guild,
+    Message,
+    RecordedRequest,
+    Snowflakes,
+    User,
+    iso,
+)
+
+if TYPE_CHECKING:
+    from .interactions import DoubleInteraction
+
+JSON = dict[str, Any]
+
+
+class World:
+    """Everything the double knows; REST, gateway and the test API all act on this."""
+
+    def __init__(
+        self,
+        *,
+        app_id: int,
+        bot_user_id: int,
+        token: str,
+        ack_deadline_s: float,
+        app_owner_id: int,
+        bot_name: str,
+    ) -> None:
+        self.app_id = app_id
+        self.token = token
+        self.ack_deadline_s = ack_deadline_s
+        self.clock = Clock()
+        self.ids = Snowflakes(self.clock)
+        self.bot = User(bot_user_id, bot_name, bot=True)
+        self.app_owner = User(app_owner_id, "app-owner")
+        self.users: dict[int, User] = {self.bot.id: self.bot, self.app_owner.id: self.app_owner}
+        self.guilds: dict[int, Guild] = {}
+        self.channels: dict[int, Channel] = {}
+        self.dm_channels: dict[int, int] = {}
+        self.closed_dms: set[int] = set()
+        self.messages: dict[int, Message] = {}
+        self.attachments: dict[int, Attachment] = {}
+        self.interactions: dict[int, DoubleInteraction] = {}
+        self.commands = CommandRegistry(app_id=app_id, ids=self.ids.next)
+        self.faults = FaultInjector()
+        self.requests: list[RecordedRequest] = []
+        self.internal_errors: list[Exception] = []
+        self.gateway_log: list[GatewayRecord] = []
+        self.base_url = ""
+        self.dispatch: Callable[[str, JSON], None] = lambda event, data: None
+        self._changed = asyncio.Event()
+
+    # -- change notification -------------------------------------------------------------
+
+    def changed(self) -> None:
+        """Wake everything waiting in :meth:`wait_for`."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for(
+        self, predicate: Callable[[], Any], timeout: float, describe: Callable[[], str]
+    ) -> Any:
+        """Return the first truthy ``predicate()``; raise ``TimeoutError`` after ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(describe())
+            event = self._changed
+            # Poll too: predicates may look at state the double does not own.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(remaining, 0.05))
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def guild(self, guild_id: int) -> Guild:
+        try:
+            return self.guilds[guild_id]
+        except KeyError:
+            raise KeyError(f"unknown guild {guild_id}; add it with add_guild()") from None
+
+    def member_permissions(self, guild: Guild, user_id: int) -> int:
+        """Guild-level permissions of a member (owner and administrators get everything)."""
+        if user_id == guild.owner_id:
+            return ALL_PERMISSIONS
+        member = guild.members.get(user_id)
+        if member is None:
+            return 0
+        if member.permissions is not None:
+            return member.permissions
+        perms = guild.roles[guild.id].permissions
+        for role_id in member.roles:
+            role = guild.roles.get(role_id)
+            if role is not None:
+                perms |= role.permissions
+        return ALL_PERMISSIONS if perms & ADMINISTRATOR else perms
+
+    def app_permissions(self, channel: Channel) -> int:
+        """The bot's permissions in ``channel``, including a send-deny overwrite."""
+        if channel.guild_id is None:
+            return DEFAULT_EVERYONE
+        perms = self.member_permissions(self.guilds[channel.guild_id], self.bot.id)
+        if channel.deny_send and not perms & ADMINISTRATOR:
+            perms &= ~SEND_MESSAGES
+        return perms
+
+    def filesize_limit(self, channel: Channel) -> int:
+        if channel.guild_id is None:
+            return 10 * MIB
+        return self.guilds[channel.guild_id].filesize_limit
+
+    # -- JSON renderings -----------------------------------------------------------------
+
+    def channel_json(self, channel: Channel) -> JSON:
+        if channel.guild_id is None:
+            recipient = self.users[channel.recipient_id or 0]
+            return {
+                "id": str(channel.id),
+                "type": 1,
+                "recipients": [recipient.to_json()],
+                "last_message_id": _opt_str(channel.last_message_id),
+                "flags": 0,
+            }
+        overwrites: list[JSON] = []
+        if channel.deny_send:
+            overwrites.append(
+                {"id": str(self.bot.id), "type": 1, "allow": "0", "deny": str(SEND_MESSAGES)}
+            )
+        return {
+            "id": str(channel.id),
+            "type": channel.type,
+            "guild_id": str(channel.guild_id),
+            "name": channel.name,
+            "position": channel.position,
+            "permission_overwrites": overwrites,
+            "nsfw": False,
+            "topic": channel.topic,
+            "rate_limit_per_user": 0,
+            "parent_id": None,
+            "last_message_id": _opt_str(channel.last_message_id),
+            "flags": 0,
+        }
+
+    def guild_json(self, guild: Guild) -> JSON:
+        """The GUILD_CREATE / GET /guilds/{id} object."""
+        return {
+            "id": str(guild.id),
+            "name": guild.name,
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "banner": None,
+            "description": None,
+            "owner_id": str(guild.owner_id),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": guild.premium_tier,
+            "premium_subscription_count": 0,
+            "premium_progress_bar_enabled": False,
+            "preferred_locale": guild.locale,
+            "system_channel_id": None,
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "public_updates_channel_id": None,
+            "safety_alerts_channel_id": None,
+            "vanity_url_code": None,
+            "features": [],
+            "roles": [r.to_json() for r in guild.roles.values()],
+            "emojis": [],
+            "stickers": [],
+            "max_members": 500000,
+            "max_video_channel_users": 25,
+            "application_id": None,
+            "incidents_data": None,
+        }
+
+    def guild_create_json(self, guild: Guild) -> JSON:
+        """GUILD_CREATE payload: the guild plus channels, the bot's member and gateway fields."""
+        out = self.guild_json(guild)
+        out.update(
+            {
+                "unavailable": False,
+                "large": len(guild.members) >= 250,
+                "member_count": len(guild.members),
+                "joined_at": iso(self.clock.wall()),
+                "channels": [self.channel_json(c) for c in guild.channels.values()],
+                # Like Discord without the presences intent: only the bot itself; the rest
+                # comes from REQUEST_GUILD_MEMBERS (members intent) or from interactions.
+                "members": [
+                    m.to_json() for m in guild.members.values() if m.user.id == self.bot.id
+                ],
+                "threads": [],
+                "presences": [],
+                "voice_states": [],
+                "stage_instances": [],
+                "guild_scheduled_events": [],
+                "soundboard_sounds": [],
+                "lazy": True,
+            }
+        )
+        return out
+
+    def message_json(self, msg: Message, *, gateway: bool = False, nested: bool = False) -> JSON:
+        """A message object; gateway events also carry ``guild_id``."""
+        out: JSON = {
+            "id": str(msg.id),
+            "channel_id": str(msg.channel_id),
+            "author": msg.author.to_json(),
+            "content": msg.content,
+            "timestamp": msg.timestamp,
+            "edited_timestamp": msg.edited_timestamp,
+            "tts": msg.tts,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [a.to_json() for a in msg.attachments],
+            "embeds": list(msg.embeds),
+            "components": list(msg.components),
+            "pinned": False,
+            "type": msg.type,
+            "flags": msg.flags,
+        }
+        if msg.nonce is not None:
+            out["nonce"] = msg.nonce
+        if msg.webhook_id is not None:
+            out["webhook_id"] = str(msg.webhook_id)
+            out["application_id"] = str(self.app_id)
+        if msg.interaction_metadata is not None:
+            out["interaction_metadata"] = msg.interaction_metadata
+        if msg.message_reference is not None:
+            out["message_reference"] = msg.message_reference
+            ref = self.messages.get(int(msg.message_reference.get("message_id") or 0))
+            if ref is not None and not nested:  # Discord resolves one level only
+                out["referenced_message"] = (
+                    None if ref.deleted else self.message_json(ref, gateway=gateway, nested=True)
+                )
+        if gateway and msg.guild_id is not None:
+            out["guild_id"] = str(msg.guild_id)
+        return out
+
+
+def _opt_str(value: int | None) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,583 @@
+"""The Discord double, exercised by a real discord.py 2.7.1 bot over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.discord_double import (
+    DiscordDouble,
+    DoubleInteraction,
+    DoubleUsageError,
+    patch_discord_py,
+)
+
+with warnings.catch_warnings():  # discord.py 2.7.1 imports the deprecated stdlib audioop
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+    import discord
+    from discord import app_commands
+    from discord.ext import commands
+
+APP_ID = 900_000_000_000_000_001
+BOT_ID = 900_000_000_000_000_002
+OWNER_ID = 900_000_000_000_000_003
+USER_ID = 900_000_000_000_000_004
+GUILD_ID = 900_000_000_000_000_010
+CHANNEL_ID = 900_000_000_000_000_020
+DENIED_ID = 900_000_000_000_000_021
+TOKEN = "test-token"
+REPORT = b"id,seconds\n1,5\n" * 80
+COMMANDS = {"ping", "slow", "ticket", "note", "late", "twice", "post", "big", "expire", "pool",
+            "upload", "dm", "edit", "secret"}  # fmt: skip
+
+
+@dataclass
+class Probe:
+    """What the throwaway bot observed, for the tests to assert on."""
+
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    errors: list[discord.HTTPException] = field(default_factory=list)
+    downloads: list[bytes] = field(default_factory=list)
+
+
+Inter = discord.Interaction[discord.Client]
+
+
+class TicketButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"t:(?P<n>[0-9]+)"
+):
+    """A persistent button whose state lives in its custom_id."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(discord.ui.Button(label=f"ticket {n}", custom_id=f"t:{n}"))
+        self.n = n
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: Inter, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> TicketButton:
+        return cls(int(match["n"]))
+
+    async def callback(self, interaction: Inter) -> None:
+        await interaction.response.send_message(
+            f"ticket {self.n} clicked by {interaction.user.id}", ephemeral=True
+        )
+
+
+class NoteModal(discord.ui.Modal, title="Note"):
+    text: discord.ui.TextInput[NoteModal] = discord.ui.TextInput(
+        label="Text", custom_id="note_text", max_length=100
+    )
+
+    async def on_submit(self, interaction: Inter, /) -> None:
+        await interaction.response.send_message(f"noted: {self.text.value}")
+
+
+class ThrowawayBot(commands.Bot):
+    """A minimal bot with one command per behaviour under test."""
+
+    def __init__(self, probe: Probe, *, members: bool = False) -> None:
+        intents = discord.Intents.default()
+        intents.members = members
+        super().__init__(command_prefix="!", intents=intents, guild_ready_timeout=0.1)
+        self.probe = probe
+        _add_commands(self.tree, probe)
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(TicketButton)
+        guild = discord.Object(GUILD_ID)
+        self.tree.copy_global_to(guild=guild)
+        await self.tree.sync(guild=guild)
+
+    async def on_ready(self) -> None:
+        self.probe.ready.set()
+
+    async def on_resumed(self) -> None:
+        self.probe.resumed.set()
+
+
+def _add_commands(tree: app_commands.CommandTree[Any], probe: Probe) -> None:
+    @tree.command(description="pong", guild=discord.Object(GUILD_ID))  # guild-only
+    async def ping(interaction: Inter) -> None:
+        await interaction.response.send_message("pong")
+
+    @tree.command(description="defer, then a file")
+    async def slow(interaction: Inter) -> None:
+        await interaction.response.defer(thinking=True)
+        msg = await interaction.followup.send(
+            "report", file=discord.File(io.BytesIO(REPORT), "report.csv"), wait=True
+        )
+        probe.downloads.append(await msg.attachments[0].read())
+
+    @tree.command(description="post a ticket button")
+    @app_commands.describe(n="ticket number")
+    async def ticket(interaction: Inter, n: app_commands.Range[int, 1, 99]) -> None:
+        view = discord.ui.View(timeout=None)
+        view.add_item(TicketButton(n))
+        await interaction.response.send_message("posting", ephemeral=True)
+        assert isinstance(interaction.channel, discord.TextChannel)
+        await interaction.channel.send(f"ticket {n}", view=view)
+
+    @tree.command(description="open a modal")
+    async def note(interaction: Inter) -> None:
+        await interaction.response.send_modal(NoteModal(custom_id="note"))
+
+    @tree.command(description="answer once the test opens the gate")
+    async def late(interaction: Inter) -> None:
+        await probe.gate.wait()
+        try:
+            await interaction.response.send_message("too late?")
+        except discord.HTTPException as exc:
+            probe.errors.append(exc)
+
+    @tree.command(description="answer twice")
+    async def twice(interaction: Inter) -> None:
+        await interaction.response.send_message("one")
+        try:  # a fresh InteractionResponse forgets the first answer, as a second process would
+            await discord.InteractionResponse(interaction).send_message("two")
+        except discord.HTTPException as exc:
+            probe.errors.append(exc)
+
+    @tree.command(description="post in a channel")
+    async def post(interaction: Inter, channel: discord.TextChannel) -> None:
+        await interaction.response.defer(ephemeral=True)
+        target = interaction.client.get_channel(channel.id)
+        assert isinstance(target, discord.TextChannel)
+        try:
+            await target.send("hello")
+        except discord.HTTPException as exc:
+            probe.errors.append(exc)
+            await interaction.followup.send("could not post")
+        else:
+            await interaction.followup.send("posted")
+
+    @tree.command(description="followup with a file over the limit")
+    async def big(interaction: Inter) -> None:
+        await interaction.response.defer()
+        size = interaction.filesize_limit + 1
+        try:
+            await interaction.followup.send(file=discord.File(io.BytesIO(b"\0" * size), "big.bin"))
+        except discord.HTTPException as exc:
+            probe.errors.append(exc)
+            await interaction.followup.send("file too big")
+
+    @tree.command(description="followup after the test opens the gate")
+    async def expire(interaction: Inter) -> None:
+        await interaction.response.defer()
+        await probe.gate.wait()
+        try:
+            await interaction.followup.send("still there?")
+        except discord.HTTPException as exc:
+            probe.errors.append(exc)
+
+    pool = app_commands.Group(name="pool", description="credit pool")
+    admin = app_commands.Group(name="admin", description="pool admin", parent=pool)
+    tree.add_command(pool)
+
+    @pool.command(description="grant credits")
+    async def grant(interaction: Inter, member: discord.Member, amount: int) -> None:
+        kind = type(member).__name__
+        await interaction.response.send_message(f"granted {amount} to {member.name} ({kind})")
+
+    @admin.command(description="reset the pool")
+    async def reset(interaction: Inter) -> None:
+        await interaction.response.send_message("reset")
+
+    @tree.command(description="read an attachment option")
+    async def upload(interaction: Inter, file: discord.Attachment) -> None:
+        data = await file.read()
+        await interaction.response.send_message(f"{file.filename}: {len(data)} bytes")
+
+    @tree.command(description="DM the invoker")
+    async def dm(interaction: Inter) -> None:
+        try:
+            await interaction.user.send("hi in dm")
+        except discord.HTTPException as exc:
+            probe.errors.append(exc)
+        await interaction.response.send_message("done", ephemeral=True)
+
+    @tree.command(description="edit the response, then reply to it")
+    async def edit(interaction: Inter) -> None:
+        await interaction.response.send_message("v1")
+        await interaction.edit_original_response(content="v2")
+        original = await interaction.original_response()
+        await original.reply("a reply")
+
+    @tree.command(description="ephemeral defer, then two followups")
+    async def secret(interaction: Inter) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await interaction.followup.send("secret")
+        await interaction.followup.send("public")
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[DiscordDouble]:
+    async with DiscordDouble(
+        app_id=APP_ID, bot_user_id=BOT_ID, token=TOKEN, ack_deadline_s=3.0
+    ) as d:
+        d.add_guild(GUILD_ID, name="kling", premium_tier=0, owner_id=OWNER_ID)
+        d.add_channel(GUILD_ID, CHANNEL_ID, "general")
+        d.add_channel(GUILD_ID, DENIED_ID, "announcements")
+        d.set_channel_permissions(DENIED_ID, deny_send=True)
+        d.add_member(GUILD_ID, USER_ID, "alice")
+        with patch_discord_py(d):
+            yield d
+
+
+class Running:
+    """A started bot and the task running it."""
+
+    def __init__(self, *, members: bool = False) -> None:
+        self.probe = Probe()
+        self.bot = ThrowawayBot(self.probe, members=members)
+        self.task: asyncio.Task[None] = asyncio.create_task(self.bot.start(TOKEN))
+
+    async def ready(self) -> Running:
+        waiter = asyncio.create_task(self.probe.ready.wait())
+        done, _ = await asyncio.wait(
+            {waiter, self.task}, timeout=5, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            waiter.cancel()
+        if self.task in done:
+            self.task.result()  # re-raise the startup failure
+        assert waiter in done, "bot never became ready"
+        return self
+
+    async def close(self) -> None:
+        await self.bot.close()
+        await self.task
+
+
+@pytest.fixture
+async def running(double: DiscordDouble) -> AsyncIterator[Running]:
+    run = await Running().ready()
+    yield run
+    await run.close()
+    assert double.internal_errors == []
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+async def test_startup_syncs_commands_and_receives_guild(
+    double: DiscordDouble, running: Running
+) -> None:
+    assert [(r.method, r.path, r.status) for r in double.requests[:3]] == [
+        ("GET", "/users/@me", 200),
+        ("GET", "/oauth2/applications/@me", 200),
+        ("PUT", f"/applications/{APP_ID}/guilds/{GUILD_ID}/commands", 200),
+    ]
+    synced = {c["name"]: c for c in double.commands(GUILD_ID)}
+    assert set(synced) == COMMANDS
+    assert synced["ticket"]["options"][0]["max_value"] == 99
+    fetched = await running.bot.tree.fetch_commands(guild=discord.Object(GUILD_ID))
+    assert {c.name: c.id for c in fetched} == {n: int(c["id"]) for n, c in synced.items()}
+    await running.bot.tree.sync(guild=discord.Object(GUILD_ID))  # unchanged: same ids/versions
+    assert double.commands(GUILD_ID) == list(synced.values())
+    sent = [g.t for g in double.gateway_log if g.direction == "send" and g.op == 0]
+    assert sent[:2] == ["READY", "GUILD_CREATE"]
+    assert running.bot.application_id == APP_ID
+    guild = running.bot.get_guild(GUILD_ID)
+    assert guild is not None
+    assert (guild.name, guild.me.id, guild.filesize_limit) == ("kling", BOT_ID, 10 * 1024 * 1024)
+    assert {c.id for c in guild.text_channels} == {CHANNEL_ID, DENIED_ID}
+    assert guild.get_member(USER_ID) is None  # no members intent: only interactions carry them
+    denied = guild.get_channel(DENIED_ID)
+    assert denied is not None
+    assert not denied.permissions_for(guild.me).send_messages
+    assert double.unrouted_requests() == []
+
+
+async def test_ping_is_answered_within_deadline(double: DiscordDouble, running: Running) -> None:
+    inter = await double.invoke("ping", user_id=USER_ID)
+    ack = await inter.wait_ack()
+    assert (ack.callback_type, ack.data, ack.status) == (4, {"tts": False, "content": "pong"}, 200)
+    assert 0 <= ack.elapsed_s < 3
+    [msg] = double.messages(CHANNEL_ID)
+    assert (msg.content, msg.type, msg.id) == ("pong", 20, inter.original_message_id)
+    assert msg.interaction_metadata is not None
+    assert msg.interaction_metadata["user"]["id"] == str(USER_ID)
+    # The bot receives its own reply as MESSAGE_CREATE.
+    await double.wait_for(lambda: any(m.id == msg.id for m in running.bot.cached_messages))
+
+
+async def test_defer_then_followup_with_file_fills_loading_message(
+    double: DiscordDouble, running: Running
+) -> None:
+    inter = await double.invoke("slow")
+    assert (await inter.wait_ack()).callback_type == 5
+    followup = await inter.wait_for_followup()
+    assert followup.message_id == inter.original_message_id  # replaced the "thinking" message
+    assert [(p.name, p.filename) for p in followup.files] == [("files[0]", "report.csv")]
+    msg = double.message(inter.original_message_id or 0)
+    assert (msg.content, msg.loading, msg.ephemeral, msg.edit_count) == ("report", False, False, 0)
+    [att] = msg.attachments
+    assert (att.filename, att.size, att.content_type) == ("report.csv", len(REPORT), "text/csv")
+    await double.wait_for(lambda: running.probe.downloads)  # Attachment.read() via the double
+    assert running.probe.downloads == [REPORT] == [att.read()]
+
+
+async def test_ack_after_deadline_is_unknown_interaction(
+    double: DiscordDouble, running: Running
+) -> None:
+    inter = await double.invoke("late")
+    double.clock.advance(3.5)
+    running.probe.gate.set()
+    ack = await inter.wait_ack(allow_rejected=True)
+    assert (ack.status, ack.code) == (404, 10062)
+    assert ack.elapsed_s > 3
+    await double.wait_for(lambda: running.probe.errors)
+    [err] = running.probe.errors
+    assert isinstance(err, discord.NotFound)
+    assert err.code == 10062
+    assert double.messages(CHANNEL_ID) == []
+
+
+async def test_second_callback_is_already_acknowledged(
+    double: DiscordDouble, running: Running
+) -> None:
+    inter = await double.invoke("twice")
+    await double.wait_for(lambda: running.probe.errors)
+    first, second = [r for r in inter.responses if r.kind == "callback"]
+    assert (first.status, second.status, second.code) == (200, 400, 40060)
+    assert [e.code for e in running.probe.errors] == [40060]
+    assert [m.content for m in double.messages(CHANNEL_ID)] == ["one"]
+
+
+async def test_dynamic_button_and_modal_round_trip(double: DiscordDouble, running: Running) -> None:
+    inter = await double.invoke("ticket", {"n": 7})
+    posted = await double.wait_for_message(CHANNEL_ID, lambda m: m.content == "ticket 7")
+    assert (await inter.wait_ack()).data == {"tts": False, "content": "posting", "flags": 64}
+    click = await double.click(posted.id, "t:7", user_id=USER_ID)
+    ack = await click.wait_ack()
+    assert ack.data is not None
+    assert ack.data["content"] == f"ticket 7 clicked by {USER_ID}"
+    assert click.original_message is not None
+    assert click.original_message.ephemeral
+    assert [m.content for m in double.messages(CHANNEL_ID)] == ["ticket 7"]  # ephemeral hidden
+
+    opener = await double.invoke("note")
+    assert (await opener.wait_ack()).callback_type == 9
+    assert opener.modal is not None
+    assert opener.modal["title"] == "Note"
+    submit = await double.submit_modal(opener, "note", {"note_text": "hello there"})
+    assert (await submit.wait_ack()).callback_type == 4
+    await double.wait_for_message(CHANNEL_ID, lambda m: m.content == "noted: hello there")
+
+
+async def test_invoke_is_checked_against_the_synced_definition(
+    double: DiscordDouble, running: Running
+) -> None:
+    with pytest.raises(DoubleUsageError, match="never synced"):
+        await double.invoke("nope")
+    with pytest.raises(DoubleUsageError, match=r"outside 1\.\.99"):
+        await double.invoke("ticket", {"n": 100})
+    with pytest.raises(DoubleUsageError, match="required option 'n' missing"):
+        await double.invoke("ticket")
+    with pytest.raises(DoubleUsageError, match="no option"):
+        await double.invoke("ticket", {"n": 1, "colour": "red"})
+    opener = await double.invoke("note")
+    await opener.wait_ack()
+    with pytest.raises(DoubleUsageError, match="length 101"):
+        await double.submit_modal(opener, "note", {"note_text": "x" * 101})
+    post = await double.invoke("post", {"channel": CHANNEL_ID})
+    _assert_channel_option_payload(post)
+    await post.wait_for_followup()
+
+
+def _assert_channel_option_payload(inter: DoubleInteraction) -> None:
+    data = inter.payload["data"]
+    assert data["guild_id"] == str(GUILD_ID)
+    assert data["options"] == [{"name": "channel", "type": 7, "value": str(CHANNEL_ID)}]
+    assert data["resolved"]["channels"][str(CHANNEL_ID)]["name"] == "general"
+    assert inter.payload["attachment_size_limit"] == 10 * 1024 * 1024
+    assert inter.payload["member"]["user"]["id"] == str(USER_ID)
+
+
+async def test_rate_limited_post_is_retried_by_discord_py(
+    double: DiscordDouble, running: Running
+) -> None:
+    route = rf"/channels/{CHANNEL_ID}/messages"
+    double.fail("POST", route, status=429, retry_after_s=0.2)
+    inter = await double.invoke("post", {"channel": CHANNEL_ID})
+    await inter.wait_for_followup()
+    posts = [r for r in double.requests if r.method == "POST" and re.fullmatch(route, r.path)]
+    assert [r.status for r in posts] == [429, 200]
+    assert posts[1].at - posts[0].at >= 0.19  # discord.py slept retry_after by itself
+    assert [m.content for m in double.messages(CHANNEL_ID)] == ["hello"]
+    assert running.probe.errors == []
+
+
+async def test_denied_channel_raises_forbidden(double: DiscordDouble, running: Running) -> None:
+    inter = await double.invoke("post", {"channel": DENIED_ID}, channel_id=DENIED_ID)
+    followup = await inter.wait_for_followup()
+    assert followup.data is not None
+    assert followup.data["content"] == "could not post"
+    [err] = running.probe.errors
+    assert isinstance(err, discord.Forbidden)
+    assert (err.status, err.code) == (403, 50013)
+    assert double.messages(DENIED_ID) == []
+    assert int(inter.payload["app_permissions"]) & (1 << 11) == 0  # no SEND_MESSAGES
+
+
+async def test_file_over_the_guild_limit_is_rejected(
+    double: DiscordDouble, running: Running
+) -> None:
+    inter = await double.invoke("big")
+    await inter.wait_for_followup()
+    [err] = running.probe.errors
+    assert (err.status, err.code) == (413, 40005)
+    [rejected] = [r for r in inter.responses if r.kind == "followup" and not r.ok]
+    assert rejected.files[0].size == 10 * 1024 * 1024 + 1
+    assert [m.content for m in double.messages(CHANNEL_ID)] == ["file too big"]
+
+
+async def test_followup_after_token_expiry_is_401(double: DiscordDouble, running: Running) -> None:
+    inter = await double.invoke("expire")
+    assert (await inter.wait_ack()).callback_type == 5
+    double.clock.advance(16 * 60)
+    running.probe.gate.set()
+    await double.wait_for(lambda: running.probe.errors)
+    [err] = running.probe.errors
+    assert (err.status, err.code) == (401, 50027)
+    assert [(r.kind, r.status) for r in inter.responses] == [("callback", 200), ("followup", 401)]
+
+
+async def test_restarted_bot_still_handles_old_buttons(double: DiscordDouble) -> None:
+    first = await Running().ready()
+    inter = await double.invoke("ticket", {"n": 3})
+    posted = await double.wait_for_message(CHANNEL_ID, lambda m: m.content == "ticket 3")
+    await inter.wait_ack()
+    [first_session] = [s.id for s in double.gateway.live_sessions]
+    await first.close()
+    assert not double.connected
+
+    second = await Running().ready()
+    try:
+        ack = await (await double.click(posted.id, "t:3")).wait_ack()
+        assert ack.data is not None
+        assert ack.data["content"] == f"ticket 3 clicked by {USER_ID}"
+        identifies = [g for g in double.gateway_log if g.direction == "recv" and g.op == 2]
+        assert len(identifies) == 2
+        [live] = double.gateway.live_sessions
+        assert live.id != first_session
+    finally:
+        await second.close()
+
+
+async def test_gateway_disconnect_is_resumed_with_replay(
+    double: DiscordDouble, running: Running
+) -> None:
+    await double.disconnect_gateway()
+    inter = await double.invoke("ping")  # dispatched while the bot is away
+    await asyncio.wait_for(running.probe.resumed.wait(), 5)
+    assert (await inter.wait_ack()).status == 200
+    recv = [(g.op, g.path) for g in double.gateway_log if g.direction == "recv" and g.op in (2, 6)]
+    assert recv == [(2, "/gateway/"), (6, "/gateway/resume/")]
+    replayed = [g for g in double.gateway_log if g.t == "INTERACTION_CREATE"]
+    assert [g.path for g in replayed] == ["/gateway/resume/"]
+
+
+async def test_subcommands_and_resolved_options(double: DiscordDouble, running: Running) -> None:
+    grant = await double.invoke("pool", {"member": USER_ID, "amount": 5}, sub="grant")
+    assert (await grant.wait_ack()).data == {"tts": False, "content": "granted 5 to alice (Member)"}
+    reset = await double.invoke("pool", group="admin", sub="reset")
+    assert (await reset.wait_ack()).status == 200
+    with pytest.raises(DoubleUsageError, match="pass sub="):
+        await double.invoke("pool")
+    upload = await double.invoke("upload", {"file": ("clip.mp4", b"\0" * 4321)})
+    ack = await upload.wait_ack()
+    assert ack.data is not None
+    assert ack.data["content"] == "clip.mp4: 4321 bytes"
+
+
+async def test_dm_edit_reply_and_ephemeral_defer(double: DiscordDouble, running: Running) -> None:
+    await (await double.invoke("dm")).wait_ack()
+    assert [m.content for m in double.dm_messages(USER_ID)] == ["hi in dm"]
+    double.close_dms(USER_ID)
+    await (await double.invoke("dm")).wait_ack()
+    assert [(e.status, e.code) for e in running.probe.errors] == [(403, 50007)]
+
+    edit = await double.invoke("edit")
+    reply = await double.wait_for_message(CHANNEL_ID, lambda m: m.content == "a reply")
+    original = double.message(edit.original_message_id or 0)
+    assert (original.content, original.edit_count, original.edits[0]["content"]) == ("v2", 1, "v1")
+    assert reply.type == 19
+    assert reply.message_reference is not None
+    assert reply.message_reference["message_id"] == str(original.id)
+
+    secret = await double.invoke("secret")
+    await secret.wait_for_followup(count=2)
+    filled = secret.original_message  # the first followup kept the defer's ephemeral flag
+    assert filled is not None
+    assert (filled.content, filled.ephemeral) == ("secret", True)
+    visible = [m.content for m in double.messages(CHANNEL_ID)]
+    assert "public" in visible
+    assert "secret" not in visible
+
+
+async def test_members_intent_chunks_guild(double: DiscordDouble) -> None:
+    run = await Running(members=True).ready()
+    try:
+        guild = run.bot.get_guild(GUILD_ID)
+        assert guild is not None
+        assert guild.chunked
+        assert {m.id for m in guild.members} == {BOT_ID, OWNER_ID, USER_ID}
+        assert any(g.op == 8 for g in double.gateway_log if g.direction == "recv")
+    finally:
+        await run.close()
+
+
+async def test_http_surface_and_control_api(double: DiscordDouble, running: Running) -> None:
+    auth = {"Authorization": f"Bot {TOKEN}"}
+    control = double.control_url
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{double.api_base}/nope", headers=auth) as resp:
+            assert resp.status == 404
+            assert resp.headers["Content-Type"] == "application/json"
+            assert "no route for GET /api/v10/nope" in (await resp.json())["message"]
+        async with http.get(f"{double.api_base}/users/@me") as resp:
+            assert resp.status == 401
+        double.fail("GET", "/users/@me", status=429, retry_after_s=0.25)
+        async with http.get(f"{double.api_base}/users/@me", headers=auth) as resp:
+            assert resp.status == 429
+            assert await resp.json() == {
+                "message": "You are being rate limited.", "code": 0, "retry_after": 0.25,
+                "global": False,
+            }  # fmt: skip
+            headers = resp.headers
+            assert (headers["Retry-After"], headers["X-RateLimit-Remaining"]) == ("1", "0")
+            assert headers["X-RateLimit-Reset-After"] == "0.250"
+            assert headers["X-RateLimit-Scope"] == "user"
+            assert {"Via", "X-RateLimit-Bucket", "X-RateLimit-Reset"} <= set(headers)
+        async with http.post(f"{control}/invoke", json={"name": "ping"}) as resp:
+            iid = int((await resp.json())["id"])
+        await double.interaction(iid).wait_ack()
+        async with http.get(f"{control}/interactions/{iid}") as resp:
+            assert (await resp.json())["responses"][0]["callback_type"] == 4
+        async with http.get(f"{control}/messages/{CHANNEL_ID}") as resp:
+            assert [m["content"] for m in await resp.json()] == ["pong"]
+        async with http.post(f"{control}/clock/advance", json={"seconds": 60}) as resp:
+            assert resp.status == 200
+        fail = {"method": "GET", "path_regex": "/guilds/.*", "status": 500, "times": 2}
+        async with http.post(f"{control}/fail", json=fail) as resp:
+            assert await resp.json() == {"status": 500, "code": 0, "times": 2}
+        async with http.post(f"{control}/invoke", json={"name": "nope"}) as resp:
+            assert resp.status == 400
+            assert "never synced" in (await resp.json())["error"]
+    assert [r.path for r in double.unrouted_requests()] == ["/nope"]
+    assert double.world.faults.faults[-1].times == 2

@@ -1,0 +1,121 @@
+"""Job rows: creation, legal and illegal transitions, lookups, and the event log."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage import Database, IllegalTransition, JobNotFound, JobState, JobStore, NewJob
+from storage.jobs import TRANSITIONS
+
+S = JobState
+
+
+def new_job(**overrides: object) -> NewJob:
+    fields: dict[str, object] = {
+        "provider": "local",
+        "request": {"prompt": "a fox", "duration_s": 5},
+        "cost": 40,
+        "guild_id": 1,
+        "channel_id": 2,
+        "user_id": 3,
+    }
+    fields.update(overrides)
+    return NewJob(**fields)  # type: ignore[arg-type]
+
+
+async def test_create_and_read_back(jobs: JobStore) -> None:
+    job = await jobs.create(new_job(interaction_id=99))
+    again = await jobs.get(job.id)
+    assert again == job
+    assert job.state is S.QUEUED and job.request == {"prompt": "a fox", "duration_s": 5}
+    assert len(job.webhook_token) >= 32 and job.webhook_token != job.media_token
+    assert await jobs.find_by_webhook_token(job.webhook_token) == job
+
+
+async def test_happy_path_and_event_log(jobs: JobStore) -> None:
+    job = await jobs.create(new_job())
+    await jobs.transition(job.id, S.SUBMITTED, provider_job_id="p-1", submit_attempts=1)
+    await jobs.transition(job.id, S.RUNNING, progress_pct=40)
+    await jobs.transition(job.id, S.SUCCEEDED, video_url="https://x/v.mp4")
+    done = await jobs.transition(job.id, S.DELIVERED, delivered_via="file", detail="posted")
+    assert done.is_final and done.provider_job_id == "p-1" and done.progress_pct == 40
+    assert await jobs.find_by_provider_job("local", "p-1") == done
+    events = await jobs.events(job.id)
+    assert [(e.from_state, e.to_state) for e in events] == [
+        (None, "queued"),
+        ("queued", "submitted"),
+        ("submitted", "running"),
+        ("running", "succeeded"),
+        ("succeeded", "delivered"),
+    ]
+    assert events[-1].detail == "posted"
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [(a, b) for a in JobState for b in JobState if b not in TRANSITIONS[a] and a != b],
+)
+async def test_every_illegal_transition_raises(
+    db: Database, jobs: JobStore, source: JobState, target: JobState
+) -> None:
+    job = await jobs.create(new_job(state=source))
+    with pytest.raises(IllegalTransition) as info:
+        await jobs.transition(job.id, target)
+    assert (info.value.from_state, info.value.to_state) == (source.value, target.value)
+    assert (await jobs.get(job.id)).state is source
+
+
+async def test_database_refuses_illegal_transition_from_raw_sql(db: Database, jobs: JobStore) -> None:
+    job = await jobs.create(new_job())
+    conn = sqlite3.connect(Path(db.path), isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="illegal job transition"):
+            conn.execute("UPDATE jobs SET state = 'delivered' WHERE id = ?", (job.id,))
+    finally:
+        conn.close()
+
+
+async def test_racing_transitions_only_one_wins(jobs: JobStore) -> None:
+    job = await jobs.create(new_job(state=S.RUNNING))
+    results = await asyncio.gather(
+        *(jobs.transition(job.id, S.SUCCEEDED) for _ in range(5)),
+        *(jobs.transition(job.id, S.FAILED) for _ in range(5)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, IllegalTransition) for r in results if isinstance(r, BaseException))
+
+
+async def test_from_states_narrows_sources(jobs: JobStore) -> None:
+    job = await jobs.create(new_job(state=S.RUNNING))
+    with pytest.raises(IllegalTransition):
+        await jobs.transition(job.id, S.FAILED, from_states=frozenset({S.SUBMITTED}))
+
+
+async def test_lookups(jobs: JobStore) -> None:
+    a = await jobs.create(new_job(provider="eachlabs", state=S.SUBMITTED))
+    b = await jobs.create(new_job(provider="fal", state=S.RUNNING))
+    c = await jobs.create(new_job(provider="fal", state=S.DELIVERED))
+    d = await jobs.create(new_job(user_id=77, state=S.SUCCEEDED))
+    assert {j.id for j in await jobs.live_at_provider()} == {a.id, b.id}
+    assert [j.id for j in await jobs.live_at_provider("fal")] == [b.id]
+    assert {j.id for j in await jobs.unfinished()} == {a.id, b.id, d.id}
+    assert c.id not in {j.id for j in await jobs.by_user(1, 77)}
+    assert [j.id for j in await jobs.by_user(1, 77)] == [d.id]
+    counts = await jobs.count_by_state()
+    assert counts[S.SUBMITTED] == 1 and counts[S.DELIVERED] == 1 and counts[S.QUEUED] == 0
+
+
+async def test_unknown_job_and_unknown_field(jobs: JobStore) -> None:
+    with pytest.raises(JobNotFound):
+        await jobs.transition("nope", S.SUBMITTED)
+    with pytest.raises(JobNotFound):
+        await jobs.update("nope", progress_pct=3)
+    job = await jobs.create(new_job())
+    with pytest.raises(ValueError, match="not settable"):
+        await jobs.update(job.id, state="delivered")
