@@ -48,6 +48,7 @@ class ProviderSettings(BaseModel):
     price_per_second: int | None = Field(default=None, ge=0)
     max_concurrent: int = Field(default=5, ge=1, le=1000)
     creates_per_min: int = Field(default=60, ge=1, le=100_000)
+    polls_per_min: int = Field(default=300, ge=1, le=1_000_000)
 
     @field_validator("base_url")
     @classmethod

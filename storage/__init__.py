@@ -27,6 +27,7 @@ from storage.ledger import (
     Balance,
     HistoryEntry,
     Ledger,
+    LedgerTotals,
     Transfer,
     TransferKind,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "JobStore",
     "Ledger",
     "LedgerError",
+    "LedgerTotals",
     "ManualClock",
     "ModerationEvent",
     "NewJob",

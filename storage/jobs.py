@@ -44,7 +44,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.QUEUED: frozenset({S.SUBMITTED, S.REJECTED, S.FAILED, S.CANCELLED, S.EXPIRED}),
     S.SUBMITTED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED, S.QUEUED}),
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED}),
-    S.SUCCEEDED: frozenset({S.DELIVERED, S.DELIVERY_FAILED}),
+    S.SUCCEEDED: frozenset({S.DELIVERED, S.DELIVERY_FAILED, S.FAILED}),
     S.DELIVERY_FAILED: frozenset({S.DELIVERED}),
     S.EXPIRED: frozenset({S.SUCCEEDED}),
     S.DELIVERED: frozenset(),
@@ -100,6 +100,9 @@ class Job:
     finished_at_ms: int | None
     deadline_at_ms: int | None
     next_poll_at_ms: int | None
+    provider_data: dict[str, str]
+    poll_count: int
+    charged: int
 
     @property
     def is_final(self) -> bool:
@@ -107,8 +110,14 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
-        values = {f.name: row[f.name] for f in fields(cls) if f.name not in ("request", "state")}
-        return cls(state=JobState(row["state"]), request=json.loads(row["request_json"]), **values)
+        derived = ("request", "state", "provider_data")
+        values = {f.name: row[f.name] for f in fields(cls) if f.name not in derived}
+        return cls(
+            state=JobState(row["state"]),
+            request=json.loads(row["request_json"]),
+            provider_data=json.loads(row["provider_data_json"]),
+            **values,
+        )
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,8 @@ MUTABLE_COLUMNS = frozenset(
         "finished_at_ms",
         "deadline_at_ms",
         "next_poll_at_ms",
+        "poll_count",
+        "charged",
     }
 )
 
@@ -252,7 +263,7 @@ class JobStore:
 
     async def update(self, job_id: str, *, tx: Tx | None = None, **changes: Any) -> Job:
         """Set non-state fields of a job."""
-        _check_columns(changes)
+        changes = _columns(changes)
         assignments = ", ".join(f"{name} = ?" for name in changes)
         sql = (
             f"UPDATE jobs SET updated_at_ms = ?{', ' if changes else ''}{assignments}"
@@ -278,6 +289,40 @@ class JobStore:
     async def find_by_webhook_token(self, token: str) -> Job | None:
         row = await self._db.fetchone("SELECT * FROM jobs WHERE webhook_token = ?", (token,))
         return Job.from_row(row) if row else None
+
+    async def find_by_interaction(self, interaction_id: int, *, tx: Tx | None = None) -> Job | None:
+        sql = "SELECT * FROM jobs WHERE interaction_id = ? ORDER BY created_at_ms LIMIT 1"
+        row = await (
+            tx.fetchone(sql, (interaction_id,)) if tx else self._db.fetchone(sql, (interaction_id,))
+        )
+        return Job.from_row(row) if row else None
+
+    async def count_at_provider(self, provider: str) -> int:
+        """Jobs the provider is working on (submitted or running)."""
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) AS n FROM jobs WHERE state IN ('submitted', 'running') AND provider = ?",
+            (provider,),
+        )
+        return int(row["n"]) if row else 0
+
+    async def next_queued(self, provider: str, *, now_ms: int, limit: int) -> list[Job]:
+        """Queued jobs for a provider that may be submitted now, oldest first."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE state = 'queued' AND provider = ?"
+            " AND (next_poll_at_ms IS NULL OR next_poll_at_ms <= ?)"
+            " ORDER BY created_at_ms, id LIMIT ?",
+            (provider, now_ms, limit),
+        )
+        return [Job.from_row(r) for r in rows]
+
+    async def record_webhook(self, provider: str, delivery_key: str, job_id: str) -> bool:
+        """Remember a webhook delivery; False if this key was seen before (a retry)."""
+        rows = await self._db.write_statement(
+            "INSERT INTO webhook_deliveries (provider, delivery_key, job_id, received_at_ms)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+            (provider, delivery_key[:200], job_id, self._db.clock.now_ms()),
+        )
+        return bool(rows)
 
     async def find_by_provider_job(self, provider: str, provider_job_id: str) -> Job | None:
         row = await self._db.fetchone(
@@ -341,7 +386,16 @@ async def _event(
     )
 
 
+def _columns(changes: dict[str, Any]) -> dict[str, Any]:
+    """Check settable fields; store `provider_data` as JSON."""
+    if "provider_data" in changes:
+        changes = dict(changes)
+        changes["provider_data_json"] = json.dumps(changes.pop("provider_data"), sort_keys=True)
+    _check_columns(changes)
+    return changes
+
+
 def _check_columns(changes: dict[str, Any]) -> None:
-    unknown = set(changes) - MUTABLE_COLUMNS
+    unknown = set(changes) - MUTABLE_COLUMNS - {"provider_data_json"}
     if unknown:
         raise ValueError(f"not settable job fields: {sorted(unknown)}")

@@ -30,12 +30,14 @@ from storage.errors import (
 )
 
 __all__ = [
+    "SPEND",
     "AccountKind",
     "AccountRef",
     "AuditReport",
     "Balance",
     "HistoryEntry",
     "Ledger",
+    "LedgerTotals",
     "Transfer",
     "TransferKind",
 ]
@@ -153,6 +155,13 @@ class HistoryEntry:
     transfer: Transfer
     delta: int  # effect on available credits: + in, - out (a hold is negative until resolved)
     paid_by_pool: bool
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    issued: int
+    spent: int
+    held: int
 
 
 @dataclass
@@ -599,6 +608,27 @@ class Ledger:
             t = Transfer.from_row(row)
             entries.append(HistoryEntry(t, _effect(t, row["held"], member), _via_pool(t, pool)))
         return entries
+
+    async def totals(self) -> LedgerTotals:
+        """Credits issued, spent (captured) and held right now, from the running totals."""
+        row = await self._db.fetchone(
+            "SELECT"
+            " (SELECT debits_posted - credits_posted FROM accounts WHERE kind = 'issuance') AS issued,"
+            " (SELECT credits_posted - debits_posted FROM accounts WHERE kind = 'spend') AS spent,"
+            " (SELECT COALESCE(SUM(debits_pending), 0) FROM accounts"
+            "   WHERE kind IN ('pool', 'member')) AS held"
+        )
+        assert row is not None
+        return LedgerTotals(row["issued"] or 0, row["spent"] or 0, row["held"] or 0)
+
+    async def open_holds_before(self, created_before_ms: int) -> list[Transfer]:
+        """Holds still pending that were taken before `created_before_ms` (the sweeper's list)."""
+        rows = await self._db.fetchall(
+            "SELECT p.* FROM transfers AS p WHERE p.kind = 'pending' AND p.created_at_ms < ?"
+            " AND NOT EXISTS (SELECT 1 FROM transfers AS r WHERE r.pending_id = p.id)",
+            (created_before_ms,),
+        )
+        return [Transfer.from_row(r) for r in rows]
 
     async def transfers_for_job(self, job_id: str) -> list[Transfer]:
         rows = await self._db.fetchall(

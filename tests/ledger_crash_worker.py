@@ -9,7 +9,7 @@ import asyncio
 import random
 import sys
 
-from storage import AccountRef, Database, LedgerError, Ledger
+from storage import AccountRef, Database, Ledger, LedgerError
 
 GUILDS = (1, 2)
 USERS = (1, 2, 3)

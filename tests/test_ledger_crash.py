@@ -50,11 +50,13 @@ async def test_sigkill_at_random_points_leaves_a_consistent_ledger(tmp_path: Pat
         db = await Database.open(path)
         try:
             assert await db.migrate() == []  # already fully applied by open(): idempotent
-            assert await db.schema_version() == 3
+            assert await db.schema_version() == 4
             report = await Ledger(db).audit()
             assert report.ok, f"round {round_no}: {report.render()}"
             entries_seen.append(report.transfers)
         finally:
             await db.close()
-    assert entries_seen[-1] > 100, f"the worker did too little work to test anything: {entries_seen}"
+    assert entries_seen[-1] > 100, (
+        f"the worker did too little work to test anything: {entries_seen}"
+    )
     assert entries_seen == sorted(entries_seen), "committed entries disappeared after a crash"

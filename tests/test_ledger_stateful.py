@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from storage import (
@@ -68,7 +69,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.counter = 0
 
     def run(self, coro: Awaitable[T]) -> T:
-        return self.loop.run_until_complete(coro)  # type: ignore[arg-type]
+        return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
         self.run(self.db.close())
@@ -207,7 +208,10 @@ class LedgerMachine(RuleBasedStateMachine):
     def balances_match_the_model(self) -> None:
         for account in ACCOUNTS:
             balance = self.run(self.ledger.balance(account))
-            assert (balance.posted, balance.pending) == (self.posted[account], self.pending[account])
+            assert (balance.posted, balance.pending) == (
+                self.posted[account],
+                self.pending[account],
+            )
             assert balance.available >= 0
 
     @invariant()
@@ -217,7 +221,5 @@ class LedgerMachine(RuleBasedStateMachine):
         assert report.open_holds == sum(1 for h in self.holds.values() if h.resolution is None)
 
 
-LedgerMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None
-)
+LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 TestLedgerMachine = LedgerMachine.TestCase

@@ -25,7 +25,9 @@ async def test_settings_roles_channels_and_log(policy: GuildPolicy, clock: Manua
     assert await policy.add_block(G, r"bl(oo)+d", is_regex=True, actor_id=9)
     snap = await policy.get(G)
     assert snap.member_cap_per_day == 50 and snap.approval_threshold == 100
-    assert snap.cap_for({700, 701}) == 200 and snap.cap_for({701}) == 80 and snap.cap_for(set()) == 50
+    assert (
+        snap.cap_for({700, 701}) == 200 and snap.cap_for({701}) == 80 and snap.cap_for(set()) == 50
+    )
     assert snap.may_draw({700}) and not snap.may_draw({701})
     assert snap.channel_allowed(42) and not snap.channel_allowed(43)
     assert snap.frozen_user_ids == {3}

@@ -1,0 +1,81 @@
+"""Video provider adapters behind one interface.
+
+build_provider(name, settings, http)  -> VideoProvider
+VideoProvider.submit / poll / cancel / parse_webhook
+ProviderError(kind)                    the one error taxonomy (see bot.providers.errors)
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from bot.providers.base import (
+    ProviderJob,
+    ProviderState,
+    ProviderStatus,
+    Submission,
+    VideoProvider,
+    WebhookEvent,
+)
+from bot.providers.capabilities import CAPABILITIES, Capabilities
+from bot.providers.errors import (
+    ErrorKind,
+    ProviderError,
+    WebhookAuthError,
+    WebhookError,
+    WebhookParseError,
+)
+from bot.providers.http import ProviderHttp
+from bot.settings import Settings
+
+__all__ = [
+    "ADAPTERS",
+    "CAPABILITIES",
+    "Capabilities",
+    "ErrorKind",
+    "ProviderError",
+    "ProviderHttp",
+    "ProviderJob",
+    "ProviderState",
+    "ProviderStatus",
+    "Submission",
+    "VideoProvider",
+    "WebhookAuthError",
+    "WebhookError",
+    "WebhookEvent",
+    "WebhookParseError",
+    "build_provider",
+]
+
+ADAPTERS: dict[str, str] = {
+    "local": "bot.providers.local:LocalProvider",
+    "pixeldojo": "bot.providers.pixeldojo:PixelDojoProvider",
+    "aihubmax": "bot.providers.aihubmax:AIHubMaxProvider",
+    "eachlabs": "bot.providers.eachlabs:EachLabsProvider",
+    "novita": "bot.providers.novita:NovitaProvider",
+    "segmind": "bot.providers.segmind:SegmindProvider",
+    "fal": "bot.providers.fal:FalProvider",
+    "replicate": "bot.providers.replicate:ReplicateProvider",
+}
+
+
+def provider_class(name: str) -> type[VideoProvider]:
+    module_name, _, class_name = ADAPTERS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert isinstance(cls, type) and issubclass(cls, VideoProvider)
+    return cls
+
+
+def build_provider(name: str, settings: Settings, http: ProviderHttp) -> VideoProvider:
+    """The adapter for `name`, configured from its settings group."""
+    extra: dict[str, Any] = {}
+    if name in ("local", "segmind"):  # adapters that keep files of their own
+        extra["work_dir"] = Path(settings.media_dir) / f"{name}-provider"
+    return provider_class(name)(
+        settings.provider_settings(name),
+        http,
+        webhook_tolerance_s=settings.webhook_tolerance_s,
+        **extra,
+    )
