@@ -32,6 +32,7 @@ from storage.ledger import (
     TransferKind,
 )
 from storage.policy import BlockedPattern, GuildPolicy, ModerationEvent, PolicySnapshot
+from storage.state import BotState, Draft
 
 __all__ = [
     "FINAL_STATES",
@@ -40,9 +41,11 @@ __all__ = [
     "AuditReport",
     "Balance",
     "BlockedPattern",
+    "BotState",
     "Clock",
     "Database",
     "DatabaseUnavailable",
+    "Draft",
     "GuildPolicy",
     "HistoryEntry",
     "HoldAlreadyResolved",

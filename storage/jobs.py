@@ -315,6 +315,28 @@ class JobStore:
         )
         return [Job.from_row(r) for r in rows]
 
+    async def queue_position(self, job: Job) -> int | None:
+        """1-based place of a queued job among its provider's queued jobs (None if not queued)."""
+        if job.state is not JobState.QUEUED:
+            return None
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) AS ahead FROM jobs WHERE state = 'queued' AND provider = ?"
+            " AND (created_at_ms < ? OR (created_at_ms = ? AND id < ?))",
+            (job.provider, job.created_at_ms, job.created_at_ms, job.id),
+        )
+        return int(row["ahead"]) + 1 if row else 1
+
+    async def recent_run_ms(self, provider: str, *, limit: int = 25) -> list[int]:
+        """How long the provider took (submit to result) for its latest finished jobs."""
+        rows = await self._db.fetchall(
+            "SELECT finished_at_ms - submitted_at_ms AS run_ms FROM jobs"
+            " WHERE provider = ? AND state IN ('succeeded', 'delivered', 'delivery_failed')"
+            " AND submitted_at_ms IS NOT NULL AND finished_at_ms IS NOT NULL"
+            " ORDER BY finished_at_ms DESC LIMIT ?",
+            (provider, limit),
+        )
+        return [int(r["run_ms"]) for r in rows]
+
     async def record_webhook(self, provider: str, delivery_key: str, job_id: str) -> bool:
         """Remember a webhook delivery; False if this key was seen before (a retry)."""
         rows = await self._db.write_statement(

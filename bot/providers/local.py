@@ -1,0 +1,197 @@
+"""`local`: an offline provider that really renders a preview MP4 (not AI).
+
+It behaves like a vendor: `submit` returns a job id at once, the render runs in the background
+(at least `KLINGBOT_LOCAL_RENDER_S` seconds, so the pipeline's queue and polling are exercised),
+`poll` reports progress, `cancel` stops it, and when a webhook URL is given it POSTs the finished
+job there. Jobs are files in its work directory (`<id>.json` spec, `<id>.mp4` result,
+`<id>.cancelled`), so a restarted bot finds them again; a job whose render was interrupted by a
+restart is rendered again on the next poll. The clip shows the prompt, an animation and the label
+"LOCAL PREVIEW · not AI-generated"; it has an AAC track when audio is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bot.media import render_preview
+from bot.providers import _json
+from bot.providers.base import (
+    Headers,
+    ProviderJob,
+    ProviderState,
+    ProviderStatus,
+    Submission,
+    VideoProvider,
+    WebhookEvent,
+)
+from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError
+from bot.providers.http import ProviderHttp
+from bot.request import VideoRequest
+from bot.settings import LocalSettings
+
+log = logging.getLogger(__name__)
+
+LABEL = "LOCAL PREVIEW · not AI-generated"
+FRAME_SIZES = {
+    ("720p", "16:9"): (1280, 720),
+    ("720p", "9:16"): (720, 1280),
+    ("720p", "1:1"): (720, 720),
+    ("1080p", "16:9"): (1920, 1080),
+    ("1080p", "9:16"): (1080, 1920),
+    ("1080p", "1:1"): (1080, 1080),
+}
+
+
+def frame_size(resolution: str | None, aspect_ratio: str) -> tuple[int, int]:
+    return FRAME_SIZES[(resolution or "720p", aspect_ratio)]
+
+
+class LocalProvider(VideoProvider):
+    name = "local"
+
+    def __init__(
+        self,
+        settings: LocalSettings,
+        http: ProviderHttp,
+        *,
+        work_dir: Path,
+        webhook_tolerance_s: float = 300.0,
+        now_s: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(settings, http, webhook_tolerance_s=webhook_tolerance_s, now_s=now_s)
+        self.render_s = settings.render_s
+        self.work_dir = work_dir.resolve()
+        self._renders: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(settings.max_concurrent)
+
+    def _path(self, job_id: str, suffix: str) -> Path:
+        return self.work_dir / f"{job_id}{suffix}"
+
+    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
+        job_id = f"local-{secrets.token_hex(8)}"
+        spec = {
+            "request": request.model_dump(mode="json"),
+            "webhook_url": webhook_url,
+            "created_s": self.now_s(),
+        }
+        await asyncio.to_thread(self._write_spec, job_id, spec)
+        self._start(job_id, spec)
+        return Submission(ProviderJob(job_id), ProviderStatus(ProviderState.QUEUED, "queued"))
+
+    def _write_spec(self, job_id: str, spec: dict[str, Any]) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        partial = self._path(job_id, ".json.part")
+        partial.write_text(json.dumps(spec))
+        partial.replace(self._path(job_id, ".json"))
+
+    def _start(self, job_id: str, spec: dict[str, Any]) -> None:
+        task = self._renders.get(job_id)
+        if task is None or task.done():
+            self._renders[job_id] = asyncio.get_running_loop().create_task(
+                self._render(job_id, spec), name=f"local-render-{job_id}"
+            )
+
+    async def _render(self, job_id: str, spec: dict[str, Any]) -> None:
+        request = VideoRequest.model_validate(spec["request"])
+        width, height = frame_size(request.resolution, request.aspect_ratio)
+        started = self.now_s()
+        try:
+            async with self._slots:
+                await asyncio.to_thread(
+                    render_preview,
+                    self._path(job_id, ".mp4"),
+                    prompt=request.summary if request.shots else (request.prompt or ""),
+                    duration_s=request.duration_s,
+                    width=width,
+                    height=height,
+                    audio=bool(request.audio),
+                    label=LABEL,
+                )
+            remaining = self.render_s - (self.now_s() - started)
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("local render %s failed", job_id)
+            await asyncio.to_thread(self._path(job_id, ".failed").write_text, str(error))
+        if spec.get("webhook_url"):
+            await self._send_webhook(job_id, str(spec["webhook_url"]))
+
+    async def _send_webhook(self, job_id: str, url: str) -> None:
+        status = await self.poll(ProviderJob(job_id))
+        body = {"id": job_id, "status": status.state.value, "output": status.video_url}
+        try:
+            await self.http.call("POST", url, provider=self.name, json_body=body)
+        except ProviderError as error:  # the poller will find the result anyway
+            log.info("local webhook for %s not delivered: %s", job_id, error.detail)
+
+    async def poll(self, job: ProviderJob) -> ProviderStatus:
+        status, interrupted = await asyncio.to_thread(self._status, job.id)
+        if interrupted is not None:  # its render was lost with a restart: render it again
+            self._start(job.id, interrupted)
+        return status
+
+    def _status(self, job_id: str) -> tuple[ProviderStatus, dict[str, Any] | None]:
+        if self._path(job_id, ".cancelled").exists():
+            return ProviderStatus(ProviderState.CANCELLED, "cancelled"), None
+        failed = self._path(job_id, ".failed")
+        if failed.exists():
+            error = ProviderError(ErrorKind.UNKNOWN, failed.read_text(), provider=self.name)
+            return ProviderStatus(ProviderState.FAILED, "failed", error=error), None
+        spec_path = self._path(job_id, ".json")
+        if not spec_path.exists():
+            raise ProviderError(ErrorKind.NOT_FOUND, f"no local job {job_id}", provider=self.name)
+        spec = json.loads(spec_path.read_text())
+        task = self._renders.get(job_id)
+        running = task is not None and not task.done()
+        clip = self._path(job_id, ".mp4")
+        if clip.exists() and not running:
+            done = ProviderStatus(
+                ProviderState.SUCCEEDED, "succeeded", progress_pct=100, video_url=clip.as_uri()
+            )
+            return done, None
+        elapsed = self.now_s() - float(spec.get("created_s", self.now_s()))
+        progress = min(99, int(100 * elapsed / max(self.render_s, 1.0)))
+        status = ProviderStatus(ProviderState.RUNNING, "running", progress_pct=progress)
+        return status, None if running else spec
+
+    async def cancel(self, job: ProviderJob) -> bool:
+        task = self._renders.pop(job.id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if not self._path(job.id, ".json").exists():
+            return False
+        await asyncio.to_thread(self._path(job.id, ".cancelled").write_text, "cancelled")
+        return True
+
+    def parse_webhook(self, headers: Headers, body: bytes) -> WebhookEvent:
+        """The local provider's own callback (authenticated by the URL token only)."""
+        data = _json.loads_object(body)
+        job_id = _json.text(data.get("id")) if data else None
+        word = _json.text(data.get("status")) if data else None
+        if not job_id or word not in {s.value for s in ProviderState}:
+            raise WebhookParseError("not a local provider callback", provider=self.name)
+        url = _json.text(data.get("output")) if data else None
+        state = ProviderState(word)
+        if state is ProviderState.SUCCEEDED and not url:
+            return WebhookEvent(job_id, None, None)
+        return WebhookEvent(job_id, None, ProviderStatus(state, word, video_url=url))
+
+    async def close(self) -> None:
+        for task in self._renders.values():
+            task.cancel()
+        for task in list(self._renders.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._renders.clear()

@@ -1,0 +1,111 @@
+"""Builds the running system once, from settings, and tears it down in order.
+
+Everything is created here and passed in (database, HTTP session, providers, service, web server);
+no module keeps global state. Shutdown: stop intake, let in-flight webhook handlers finish, stop
+the pipeline, close providers, sessions and the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from bot.pricing import PriceTable
+from bot.providers import ProviderError, ProviderHttp, VideoProvider, build_provider
+from bot.services.delivery import DeliverySink
+from bot.services.events import Notifier
+from bot.services.generation import GenerationService, PipelineConfig
+from bot.services.media import MediaStore
+from bot.services.metrics import Metrics
+from bot.settings import Settings
+from bot.web.app import WebServer, build_app
+from storage import Clock, Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    session: aiohttp.ClientSession
+    providers: dict[str, VideoProvider]
+    service: GenerationService
+    web: WebServer | None
+
+    async def start(self) -> None:
+        await self.service.start()
+        if self.web is not None:
+            await self.web.start()
+
+    async def stop(self) -> None:
+        self.service.accepting = False
+        if self.web is not None:
+            await self.web.stop()
+        await self.service.stop()
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    delivery: DeliverySink,
+    clock: Clock | None = None,
+    with_web: bool = True,
+    ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open the database and sessions and build the service (not started yet)."""
+    db = await Database.open(settings.db_path, clock=clock)
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.http_timeout_s))
+    http = ProviderHttp(session, timeout_s=settings.http_timeout_s)
+    providers: dict[str, VideoProvider] = {}
+    try:
+        for name in settings.provider_chain:
+            providers[name] = build_provider(name, settings, http)
+        for name, provider in providers.items():
+            try:
+                await provider.prepare_webhooks()
+            except ProviderError as error:  # polling still works without webhooks
+                log.warning("webhook setup for %s failed: %s", name, error.detail)
+        media = MediaStore(
+            root=settings.media_dir,
+            public_url=settings.public_url,
+            retention_s=settings.media_retention_s,
+            max_total_bytes=settings.media_max_total_mb * 1024 * 1024,
+            clock=db.clock,
+        )
+        service = GenerationService(
+            db=db,
+            providers=providers,
+            default_provider=settings.provider,
+            pricing=PriceTable.from_settings(settings),
+            media=media,
+            delivery=delivery,
+            session=session,
+            config=PipelineConfig.from_settings(settings),
+            notifier=Notifier(),
+            metrics=Metrics(),
+        )
+        web = None
+        if with_web:
+            app = build_app(
+                service,
+                max_body_bytes=settings.webhook_max_body_kb * 1024,
+                ready_checks=ready_checks,
+            )
+            web = WebServer(app, settings.http_host, settings.http_port)
+        runtime = Runtime(settings, db, session, providers, service, web)
+        try:
+            yield runtime
+        finally:
+            await runtime.stop()
+    finally:
+        for provider in providers.values():
+            await provider.close()
+        await http.close()
+        await session.close()
+        await db.close()

@@ -1,0 +1,95 @@
+"""Delivering a finished clip: the sink interface, the file sink, and fitting upload limits.
+
+A sink gets the original clip and the job (which knows the destination's upload limit). If the
+clip is larger than the limit it is re-encoded to fit; if it cannot fit, a link to the original on
+the bot's own /media URL is the fallback (only when KLINGBOT_PUBLIC_URL is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bot.media import CannotFitError, MediaError, shrink_to_fit
+from storage import Job
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where a clip went. `via`: file (as is), reencoded (shrunk to fit), link, dm."""
+
+    via: str
+    message_id: int | None = None
+    detail: str = ""
+
+
+class DeliveryError(Exception):
+    """A clip could not be delivered; `retryable` says whether trying later may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DeliverySink(Protocol):
+    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
+        """Put the clip where the job's requester sees it; raise DeliveryError otherwise."""
+
+
+@dataclass(frozen=True)
+class FittedClip:
+    path: Path
+    reencoded: bool
+
+
+async def fit_clip(clip: Path, max_bytes: int, fitted: Path) -> FittedClip:
+    """The clip itself if it fits, else a re-encoded copy at `fitted`; CannotFitError if neither."""
+    return await asyncio.to_thread(_fit, clip, max_bytes, fitted)
+
+
+def _fit(clip: Path, max_bytes: int, fitted: Path) -> FittedClip:
+    if clip.stat().st_size <= max_bytes:
+        return FittedClip(clip, False)
+    if fitted.exists() and fitted.stat().st_size <= max_bytes:
+        return FittedClip(fitted, True)  # re-encoded before a restart
+    fitted.parent.mkdir(parents=True, exist_ok=True)
+    shrink_to_fit(clip, fitted, max_bytes=max_bytes)
+    return FittedClip(fitted, True)
+
+
+class FileSink:
+    """Writes the clip to a file (the CLI's `--out`), fitted to `max_bytes` when given."""
+
+    def __init__(self, out: Path, *, max_bytes: int | None = None) -> None:
+        self.out = out
+        self.max_bytes = max_bytes
+
+    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
+        source, via = clip, "file"
+        size = await asyncio.to_thread(os.path.getsize, clip)
+        if self.max_bytes is not None and size > self.max_bytes:
+            try:
+                fitted = await fit_clip(clip, self.max_bytes, self.out.with_suffix(".fit.mp4"))
+            except CannotFitError as error:
+                raise DeliveryError(str(error), retryable=False) from error
+            except MediaError as error:
+                raise DeliveryError(
+                    f"cannot re-encode the clip: {error}", retryable=False
+                ) from error
+            source, via = fitted.path, "reencoded"
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.out.with_name(f".{self.out.name}.part")
+        try:
+            await asyncio.to_thread(shutil.copyfile, source, partial)
+            partial.replace(self.out)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise DeliveryError(f"cannot write {self.out}: {error}") from error
+        finally:
+            if source != clip:
+                source.unlink(missing_ok=True)
+        return Delivered(via, detail=str(self.out))

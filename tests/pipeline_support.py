@@ -1,0 +1,135 @@
+"""A real pipeline for tests: SQLite file, aiohttp web server on 127.0.0.1, real adapters
+pointed at loopback doubles, and a delivery sink that records what it delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.pricing import PriceTable
+from bot.providers import ProviderHttp, VideoProvider
+from bot.services.delivery import Delivered, DeliveryError
+from bot.services.events import Notifier
+from bot.services.generation import GenerationService, PipelineConfig, Requester
+from bot.services.media import MediaStore
+from bot.services.metrics import Metrics
+from bot.web.app import WebServer, build_app
+from storage import Clock, Database, Job, JobState, Ledger, OffsetClock
+
+ProviderFactory = Callable[[ProviderHttp], dict[str, VideoProvider]]
+
+
+@dataclass
+class RecordingSink:
+    """Copies delivered clips into `out_dir` and remembers each delivery."""
+
+    out_dir: Path
+    deliveries: list[tuple[str, int]] = field(default_factory=list)
+    fail_next: int = 0
+
+    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise DeliveryError("the channel refused the upload")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        target = self.out_dir / f"{job.id}.mp4"
+        await asyncio.to_thread(shutil.copyfile, clip, target)
+        self.deliveries.append((job.id, target.stat().st_size))
+        return Delivered("file", detail=str(target))
+
+
+@dataclass
+class Pipeline:
+    service: GenerationService
+    db: Database
+    ledger: Ledger
+    web: WebServer
+    sink: RecordingSink
+    clock: Clock
+    session: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        return self.web.url
+
+    async def wait_for_state(self, job_id: str, *states: JobState, timeout_s: float = 20.0) -> Job:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            job = await self.service.jobs.get(job_id)
+            if job.state in states:
+                return job
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"job {job_id} is {job.state.value}, not {states}")
+            await asyncio.sleep(0.02)
+
+    async def captures(self, job_id: str) -> list[int]:
+        return [
+            t.amount for t in await self.ledger.transfers_for_job(job_id) if t.kind.value == "post"
+        ]
+
+
+def member(
+    user_id: int = 7, guild_id: int = 1, interaction_id: int | None = None, **kw: Any
+) -> Requester:
+    return Requester(
+        guild_id=guild_id, channel_id=100, user_id=user_id, interaction_id=interaction_id, **kw
+    )
+
+
+@asynccontextmanager
+async def pipeline(
+    tmp_path: Path,
+    providers: ProviderFactory,
+    *,
+    default_provider: str,
+    clock: Clock | None = None,
+    public: bool = True,
+    start: bool = True,
+    **config: Any,
+) -> AsyncIterator[Pipeline]:
+    clock = clock or OffsetClock()
+    db = await Database.open(tmp_path / "pipeline.db", clock=clock)
+    session = aiohttp.ClientSession()
+    http = ProviderHttp(session, timeout_s=5.0, retry_delay_s=0.05)
+    adapters = providers(http)
+    for adapter in adapters.values():
+        await adapter.prepare_webhooks()
+    settings = {"poll_initial_s": 0.05, "poll_max_s": 0.2, "deadline_s": 60, **config}
+    sink = RecordingSink(tmp_path / "delivered")
+    service = GenerationService(
+        db=db,
+        providers=adapters,
+        default_provider=default_provider,
+        pricing=PriceTable(),
+        media=MediaStore(tmp_path / "media", None, 86400, 10**10, clock),
+        delivery=sink,
+        session=session,
+        config=PipelineConfig(**settings),
+        notifier=Notifier(),
+        metrics=Metrics(),
+    )
+    web = WebServer(build_app(service, max_body_bytes=64 * 1024), "127.0.0.1", 0)
+    await web.start()
+    if public:
+        service.config = dataclasses.replace(service.config, public_url=web.url)
+        service.media = dataclasses.replace(service.media, public_url=web.url)
+    if start:
+        await service.start()
+    try:
+        yield Pipeline(service, db, Ledger(db), web, sink, clock, session)
+    finally:
+        await web.stop()
+        await service.stop(grace_s=1.0)
+        for adapter in adapters.values():
+            await adapter.close()
+        await http.close()
+        await session.close()
+        await db.close()
