@@ -41,6 +41,12 @@ async def cmd_ledger_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.generate_cli import run_generate
+
+    return await run_generate(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="klingbot",
@@ -48,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from bot.discord_cli import add_commands
+    from bot.generate_cli import add_arguments
+
+    add_commands(sub)
+
+    generate = sub.add_parser(
+        "generate",
+        help="make one clip through the configured provider (offline with local)",
+        description="Validate, price and run one job; save the clip (not charged to anyone).",
+    )
+    add_arguments(generate)
+    generate.set_defaults(func=cmd_generate)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")

@@ -1,0 +1,157 @@
+"""KlingBot: the discord.py client, built by the entry point with its dependencies injected.
+
+`setup_hook` loads an explicit list of cogs, registers the persistent (dynamic) buttons, plugs the
+Discord delivery sink and status messages into the pipeline, starts the pipeline and web server
+(which resumes unfinished jobs) and, with KLINGBOT_DEV_GUILD_ID, syncs commands to that guild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.runtime import Runtime
+from bot.settings import Settings
+from storage import BotState
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (
+    "cogs.errors",
+    "cogs.generate",
+    "cogs.credits",
+    "cogs.jobs",
+)
+
+# Exactly what the bot needs in a channel: see it, post, embed, attach clips, reply to its status
+# message (read history), and work in threads.
+BOT_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+)
+SCOPES = ("bot", "applications.commands")
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    """What the Discord front end needs from the settings (cogs never read settings)."""
+
+    owner_ids: frozenset[int] = frozenset()
+    dev_guild_id: int | None = None
+    status_edit_interval_s: float = 5.0
+    default_upload_limit_bytes: int = 10 * 1024 * 1024
+    public_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FrontConfig:
+        return cls(
+            owner_ids=frozenset(settings.owner_ids),
+            dev_guild_id=settings.dev_guild_id,
+            status_edit_interval_s=settings.status_edit_interval_s,
+            default_upload_limit_bytes=settings.default_upload_limit_mb * 1024 * 1024,
+            public_url=settings.public_url,
+        )
+
+
+def point_discord_py_at(api_base_url: str | None, gateway_url: str | None) -> None:
+    """Send discord.py's REST and gateway traffic to a proxy or a loopback double."""
+    if api_base_url:
+        discord.http.Route.BASE = api_base_url.rstrip("/")
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+class KlingBot(commands.Bot):
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: FrontConfig,
+        *,
+        start_pipeline: bool = True,
+        **options: Any,
+    ) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # channels and roles; no privileged intents
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            **options,
+        )
+        self.runtime = runtime
+        self.service = runtime.service
+        self.config = config
+        self.state = BotState(runtime.db)
+        self.start_pipeline = start_pipeline
+
+    async def setup_hook(self) -> None:
+        from bot.discord_delivery import DiscordSink
+        from bot.status import StatusMessages
+        from cogs.ui import DYNAMIC_ITEMS
+
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        if not self.start_pipeline:
+            return
+        self.service.delivery = DiscordSink(self)
+        self.status_messages = StatusMessages(self, self.config.status_edit_interval_s)
+        self.service.notifier.subscribe(self.status_messages)
+        await self.runtime.start()
+        if self.config.dev_guild_id:
+            await sync_commands(self, guild_id=self.config.dev_guild_id)
+
+    async def on_ready(self) -> None:
+        log.info("connected to Discord as %s in %d guild(s)", self.user, len(self.guilds))
+
+    async def is_gateway_ready(self) -> bool:
+        return self.is_ready() and not self.is_closed()
+
+    async def close(self) -> None:
+        """Stop taking work, finish what is in flight, then disconnect."""
+        if self.start_pipeline:
+            await self.runtime.stop()
+        await super().close()
+
+    def is_owner_id(self, user_id: int) -> bool:
+        return user_id in self.config.owner_ids
+
+
+def command_payload(bot: commands.Bot, guild: discord.abc.Snowflake | None) -> list[dict[str, Any]]:
+    commands_ = bot.tree.get_commands(guild=guild)
+    return sorted((c.to_dict(bot.tree) for c in commands_), key=lambda c: str(c.get("name")))
+
+
+async def sync_commands(bot: KlingBot, *, guild_id: int | None = None, force: bool = False) -> bool:
+    """Push the command definitions to Discord if they changed since the last sync."""
+    guild = discord.Object(guild_id) if guild_id else None
+    if guild is not None:
+        bot.tree.copy_global_to(guild=guild)
+    payload = command_payload(bot, guild)
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    key = f"commands:{bot.application_id}:{guild_id or 'global'}"
+    if not force and await bot.state.get(key) == digest:
+        log.info("commands unchanged since the last sync (%s); not syncing", guild_id or "global")
+        return False
+    await bot.tree.sync(guild=guild)
+    await bot.state.set(key, digest)
+    log.info(
+        "synced %d commands to %s", len(payload), f"guild {guild_id}" if guild_id else "all guilds"
+    )
+    return True
+
+
+def invite_url(application_id: int) -> str:
+    return discord.utils.oauth_url(application_id, permissions=BOT_PERMISSIONS, scopes=SCOPES)

@@ -1,0 +1,116 @@
+"""/jobs list and /jobs cancel, and the Cancel, Details and Delete buttons."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import NotFound, NotPermitted
+from cogs.checks import is_moderator
+from cogs.ui import STATE_LINES, clip, details_embed, register_buttons, request_of, ts
+from storage import Job, JobState
+
+if TYPE_CHECKING:
+    from bot.client import KlingBot
+
+
+class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"):
+    def __init__(self, bot: KlingBot) -> None:
+        self.bot = bot
+        super().__init__()
+        register_buttons(bot, cancel=self.cancel_button, details=self.details, delete=self.delete)
+
+    async def line(self, job: Job) -> str:
+        state = STATE_LINES[job.state]
+        position, _ = await self.bot.service.position_and_eta(job)
+        if position:
+            state += f" (#{position})"
+        where = ""
+        if job.result_message_id and job.state is JobState.DELIVERED:
+            where = f" · [clip](https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.result_message_id})"
+        elif job.state is JobState.DELIVERED and job.delivered_via == "dm":
+            where = " · sent by DM"
+        link = self.bot.service.media.link(job) if job.media_path else None
+        if link:
+            where += f" · [download]({link})"
+        prompt = clip(request_of(job).summary, 60)
+        return f"`{job.id}` {ts(job.created_at_ms)} {state}{where}\n> {prompt}"
+
+    @app_commands.command(name="list", description="Your recent videos and where they are")
+    @app_commands.guild_only()
+    async def list_jobs(self, interaction: discord.Interaction[Any]) -> None:
+        jobs = await self.bot.service.jobs.by_user(
+            interaction.guild_id or 0, interaction.user.id, limit=10
+        )
+        if not jobs:
+            await interaction.response.send_message(
+                "You haven't asked for any videos here yet.", ephemeral=True
+            )
+            return
+        lines = [await self.line(job) for job in jobs]
+        embed = discord.Embed(title="Your recent videos", description="\n".join(lines)[:4000])
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(
+        name="cancel", description="Cancel one of your videos that isn't finished"
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(job="The job id (from /jobs list); your latest live job if empty")
+    async def cancel(self, interaction: discord.Interaction[Any], job: str | None = None) -> None:
+        if job is None:
+            live = [
+                j
+                for j in await self.bot.service.jobs.by_user(
+                    interaction.guild_id or 0, interaction.user.id, limit=20
+                )
+                if j.state
+                in (
+                    JobState.AWAITING_APPROVAL,
+                    JobState.QUEUED,
+                    JobState.SUBMITTED,
+                    JobState.RUNNING,
+                )
+            ]
+            if not live:
+                raise NotFound("You have no video in progress.")
+            job = live[0].id
+        await self._cancel(interaction, job.strip())
+
+    async def _cancel(self, interaction: discord.Interaction[Any], job_id: str) -> None:
+        cancelled = await self.bot.service.cancel(
+            job_id,
+            actor_id=interaction.user.id,
+            is_moderator=await is_moderator(self.bot, interaction),
+        )
+        returned = f" {cancelled.cost} credits were returned." if cancelled.hold_id else ""
+        await interaction.response.send_message(
+            f"Job `{cancelled.id}` cancelled.{returned}", ephemeral=True
+        )
+
+    async def cancel_button(self, interaction: discord.Interaction[Any], job_id: str) -> None:
+        await self._cancel(interaction, job_id)
+
+    async def details(self, interaction: discord.Interaction[Any], job_id: str) -> None:
+        job = await self.bot.service.jobs.find(job_id)
+        if job is None:
+            raise NotFound("That video no longer exists.")
+        await interaction.response.send_message(embed=details_embed(job), ephemeral=True)
+
+    async def delete(self, interaction: discord.Interaction[Any], job_id: str) -> None:
+        job = await self.bot.service.jobs.find(job_id)
+        if job is None:
+            raise NotFound("That video no longer exists.")
+        if interaction.user.id != job.user_id and not await is_moderator(self.bot, interaction):
+            raise NotPermitted(
+                "Only the member who asked for this video or a moderator can delete it."
+            )
+        if interaction.message is not None:
+            await interaction.message.delete()
+        await interaction.response.send_message("Deleted.", ephemeral=True)
+
+
+async def setup(bot: KlingBot) -> None:
+    await bot.add_cog(Jobs(bot))

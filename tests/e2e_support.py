@@ -1,0 +1,142 @@
+"""End-to-end harness: the real KlingBot and discord.py against the loopback Discord double,
+the real pipeline and web server on 127.0.0.1, and the `local` provider or a vendor double."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from bot.client import FrontConfig, KlingBot
+from bot.discord_cli import NotConnectedSink
+from bot.runtime import Runtime, open_runtime
+from bot.settings import LocalSettings, Settings
+from storage import AccountRef, Clock, Job, JobState, OffsetClock
+from tests.discord_double import DiscordDouble, DoubleInteraction, Message, patch_discord_py
+from tests.provider_support import free_port
+
+APP_ID = 900_000_000_000_000_001
+BOT_ID = 900_000_000_000_000_002
+GUILD = 910_000_000_000_000_001
+CHANNEL = 920_000_000_000_000_001
+OTHER_CHANNEL = 920_000_000_000_000_002
+LOG_CHANNEL = 920_000_000_000_000_003
+OWNER = 930_000_000_000_000_001
+MOD = 930_000_000_000_000_002
+ALICE = 930_000_000_000_000_003
+BOB = 930_000_000_000_000_004
+MOD_ROLE = 940_000_000_000_000_001
+VIP_ROLE = 940_000_000_000_000_002
+MANAGE_GUILD = 1 << 5
+TOKEN = "test-token"
+
+
+async def make_double(**kwargs: Any) -> DiscordDouble:
+    double = DiscordDouble(app_id=APP_ID, bot_user_id=BOT_ID, token=TOKEN, **kwargs)
+    await double.start()
+    double.add_guild(GUILD, name="Klingers", owner_id=OWNER)
+    for channel, name in ((CHANNEL, "videos"), (OTHER_CHANNEL, "chat"), (LOG_CHANNEL, "mod-log")):
+        double.add_channel(GUILD, channel, name)
+    double.add_role(GUILD, MOD_ROLE, "moderators", permissions=0)
+    double.add_role(GUILD, VIP_ROLE, "vip", permissions=0)
+    double.add_member(GUILD, OWNER, "owner", permissions=MANAGE_GUILD)
+    double.add_member(GUILD, MOD, "mod", permissions=MANAGE_GUILD)
+    double.add_member(GUILD, ALICE, "alice")
+    double.add_member(GUILD, BOB, "bob", roles=[VIP_ROLE])
+    return double
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    port = free_port()
+    values: dict[str, Any] = {
+        "discord_token": SecretStr(TOKEN),
+        "dev_guild_id": GUILD,
+        "owner_ids": [OWNER],
+        "db_path": tmp_path / "bot.db",
+        "media_dir": tmp_path / "media",
+        "http_host": "127.0.0.1",
+        "http_port": port,
+        "public_url": f"http://127.0.0.1:{port}",
+        "local": LocalSettings(render_s=0.3, max_concurrent=4),
+        "poll_initial_interval_s": 0.1,
+        "poll_max_interval_s": 0.3,
+        "status_edit_interval_s": 0.2,
+        "job_deadline_s": 3600,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@dataclass
+class Running:
+    double: DiscordDouble
+    bot: KlingBot
+    runtime: Runtime
+    settings: Settings
+    clock: Clock
+
+    @property
+    def service(self) -> Any:
+        return self.runtime.service
+
+    async def fund(self, user_id: int, amount: int) -> None:
+        await self.service.ledger.issue_to_member(
+            GUILD, user_id, amount, key=f"fund:{user_id}:{amount}:{self.clock.now_ms()}"
+        )
+
+    async def available(self, user_id: int) -> int:
+        return int((await self.service.ledger.balance(AccountRef.member(GUILD, user_id))).available)
+
+    async def video(
+        self, user_id: int = ALICE, channel_id: int = CHANNEL, **options: Any
+    ) -> DoubleInteraction:
+        options.setdefault("prompt", "a red fox running through snow")
+        return await self.double.invoke(
+            "video", options, user_id=user_id, guild_id=GUILD, channel_id=channel_id
+        )
+
+    async def only_job(self, user_id: int = ALICE) -> Job:
+        jobs = await self.service.jobs.by_user(GUILD, user_id, limit=5)
+        assert len(jobs) == 1, f"expected one job, found {len(jobs)}"
+        return jobs[0]  # type: ignore[no-any-return]
+
+    async def wait_state(self, job_id: str, *states: JobState, timeout_s: float = 30.0) -> Job:
+        for _ in range(int(timeout_s / 0.05)):
+            job = await self.service.jobs.get(job_id)
+            if job.state in states:
+                return job  # type: ignore[no-any-return]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"job {job_id} stayed {job.state.value}, wanted {states}")
+
+    async def result_message(
+        self, job: Job, channel_id: int = CHANNEL, timeout_s: float = 10.0
+    ) -> Message:
+        def found() -> bool:
+            return any(m.id == job.result_message_id for m in self.double.messages(channel_id))
+
+        await self.double.wait_for(found, timeout=timeout_s)
+        return next(m for m in self.double.messages(channel_id) if m.id == job.result_message_id)
+
+
+@asynccontextmanager
+async def running_bot(
+    double: DiscordDouble, settings: Settings, *, clock: Clock | None = None
+) -> AsyncIterator[Running]:
+    """Start KlingBot (pipeline, web server, gateway) against `double`; stop it on exit."""
+    clock = clock or OffsetClock()
+    with patch_discord_py(double):
+        async with open_runtime(settings, delivery=NotConnectedSink(), clock=clock) as runtime:
+            bot = KlingBot(runtime, FrontConfig.from_settings(settings), guild_ready_timeout=0.1)
+            task = asyncio.create_task(bot.start(TOKEN))
+            try:
+                await double.wait_until_connected(timeout=15)
+                await double.wait_for(lambda: bool(double.commands(GUILD)), timeout=15)
+                yield Running(double, bot, runtime, settings, clock)
+            finally:
+                await bot.close()
+                await asyncio.wait_for(task, 15)

@@ -1,0 +1,310 @@
+"""End to end: Discord double → real discord.py → KlingBot → pipeline → provider → clip in channel."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from bot.settings import EachLabsSettings
+from storage import JobState, OffsetClock
+from tests.discord_double import DiscordDouble
+from tests.e2e_support import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    GUILD,
+    MOD,
+    make_double,
+    make_settings,
+    running_bot,
+)
+from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
+
+EPHEMERAL = 64
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[DiscordDouble]:
+    d = await make_double()
+    yield d
+    await d.stop()
+
+
+@pytest.fixture
+async def vendor() -> AsyncIterator[EachLabsDouble]:
+    async with EachLabsDouble() as d:
+        yield d  # type: ignore[misc]
+
+
+def eachlabs_settings(tmp_path: Path, vendor: EachLabsDouble, **overrides: Any) -> Any:
+    return make_settings(
+        tmp_path,
+        provider="eachlabs",
+        eachlabs=EachLabsSettings(
+            api_key=SecretStr(API_KEY), base_url=vendor.api_base, max_concurrent=10
+        ),
+        **overrides,
+    )
+
+
+def ack_text(inter: Any) -> str:
+    callback = inter.responses[0]
+    data = callback.data or {}
+    return str(data.get("content") or "")
+
+
+async def test_video_from_command_to_clip_in_channel(tmp_path: Path, double: DiscordDouble) -> None:
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        await run.fund(ALICE, 200)
+        inter = await run.video(duration=5)
+        ack = await inter.wait_ack()
+        assert ack.elapsed_s is not None and ack.elapsed_s < 3
+        assert ack.callback_type == 4 and (ack.data or {}).get("flags") == EPHEMERAL
+        text = ack_text(inter)
+        assert "40 credits" in text and "your balance" in text and "160" in text
+        job = await run.only_job()
+        job = await run.wait_state(job.id, JobState.DELIVERED)
+        result = await run.result_message(job)
+        assert result.message_reference is not None
+        assert result.message_reference.get("message_id") == str(job.status_message_id)
+        [attachment] = result.attachments
+        assert attachment.filename.endswith(".mp4") and attachment.size > 10_000
+        embed = result.embeds[0]
+        assert "red fox" in embed["description"]
+        fields = {f["name"]: f["value"] for f in embed["fields"]}
+        assert fields["Cost"] == "40 credits" and f"<@{ALICE}>" in fields["Requested by"]
+        assert "5 s" in fields["Options"] and fields["Provider"] == "local"
+        custom_ids = [c["custom_id"] for row in result.components for c in row["components"]]
+        assert custom_ids == [f"kb:{a}:{job.id}" for a in ("reroll", "remix", "details", "delete")]
+        assert [t.kind.value for t in await run.service.ledger.transfers_for_job(job.id)] == [
+            "pending",
+            "post",
+        ]
+        assert await run.available(ALICE) == 160
+        status = next(m for m in double.messages(CHANNEL) if m.id == job.status_message_id)
+        assert status.embeds[0]["title"].startswith("✅ Done")
+        assert status.components == [] or all(not row["components"] for row in status.components)
+
+
+async def test_invalid_options_are_answered_privately_and_charge_nothing(
+    tmp_path: Path, double: DiscordDouble
+) -> None:
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        await run.fund(ALICE, 200)
+        cases: list[tuple[dict[str, Any], str]] = [
+            (
+                {"prompt": "<<<voice_1>>> sings", "voice_1": "v1", "audio": False},
+                "Voice ids need audio",
+            ),
+            ({"prompt": "a quiet street", "voice_1": "v1"}, "never says <<<voice_1>>>"),
+            ({"prompt": "<<<voice_2>>> hums"}, "no voice id 2"),
+            ({"prompt": "a fox", "resolution": "4k"}, "renders 720p, 1080p only"),
+            ({"prompt": "a fox", "voice_1": "bad id!", "audio": True}, "not a valid voice id"),
+        ]
+        for options, expected in cases:
+            inter = await run.video(**options)
+            ack = await inter.wait_ack()
+            assert (ack.data or {}).get("flags") == EPHEMERAL, options
+            assert expected in ack_text(inter), (options, ack_text(inter))
+        assert await run.service.jobs.by_user(GUILD, ALICE) == []
+        assert await run.available(ALICE) == 200
+
+
+async def test_insufficient_credits(tmp_path: Path, double: DiscordDouble) -> None:
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        await run.fund(ALICE, 30)
+        inter = await run.video(duration=5)
+        await inter.wait_ack()
+        text = ack_text(inter)
+        assert "needs 40 credits" in text and "/credits balance" in text
+        assert await run.service.jobs.by_user(GUILD, ALICE) == []
+
+
+async def test_job_finishing_after_16_minutes_is_delivered_in_the_channel(
+    tmp_path: Path, double: DiscordDouble, vendor: EachLabsDouble
+) -> None:
+    clock = OffsetClock()
+    vendor.default_script = ["created", "processing"]
+    async with running_bot(double, eachlabs_settings(tmp_path, vendor), clock=clock) as run:
+        await run.fund(ALICE, 200)
+        inter = await run.video()
+        await inter.wait_ack()
+        job = await run.wait_state((await run.only_job()).id, JobState.RUNNING)
+        double.clock.advance(16 * 60)
+        clock.advance(seconds=16 * 60)
+        for vendor_job in vendor.jobs.values():
+            vendor_job.script = ["succeeded"]
+        job = await run.wait_state(job.id, JobState.DELIVERED)
+        assert inter.token_expired
+        result = await run.result_message(job)
+        assert result.attachments
+        late = [r for r in double.requests if inter.payload["token"] in r.path and r.status >= 400]
+        assert late == [], "nothing used the expired interaction token"
+
+
+async def test_large_clip_is_reencoded_under_the_limit_or_linked(
+    tmp_path: Path, double: DiscordDouble
+) -> None:
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        await run.fund(ALICE, 200)
+        service = run.service
+        limits = iter([400_000, 10_000])  # a small channel, then one too small for any encode
+        original_submit = service.submit
+
+        async def small_channel(requester: Any, *args: Any, **kwargs: Any) -> Any:
+            limited = dataclasses.replace(requester, upload_limit_bytes=next(limits))
+            return await original_submit(limited, *args, **kwargs)
+
+        service.submit = small_channel
+        await (await run.video(duration=5)).wait_ack()
+        await (await run.video(duration=5, prompt="a second fox")).wait_ack()
+        jobs = sorted(
+            await service.jobs.by_user(GUILD, ALICE),
+            key=lambda j: j.upload_limit_bytes,
+            reverse=True,
+        )
+        reencoded = await run.wait_state(jobs[0].id, JobState.DELIVERED, timeout_s=60)
+        linked = await run.wait_state(jobs[1].id, JobState.DELIVERED, timeout_s=60)
+        assert reencoded.delivered_via == "reencoded" and linked.delivered_via == "link"
+        [attachment] = (await run.result_message(reencoded)).attachments
+        assert attachment.size <= 400_000
+        assert attachment.size < (reencoded.media_size_bytes or 0)
+        link_message = await run.result_message(linked)
+        assert link_message.attachments == []
+        note = next(f["value"] for f in link_message.embeds[0]["fields"] if f["name"] == "Note")
+        assert f"/media/{linked.id}/" in note
+
+
+async def test_restart_mid_job_then_complete_and_old_buttons_work(
+    tmp_path: Path, double: DiscordDouble, vendor: EachLabsDouble
+) -> None:
+    vendor.default_script = ["created", "processing"]
+    settings = eachlabs_settings(tmp_path, vendor)
+    async with running_bot(double, settings) as run:
+        await run.fund(ALICE, 200)
+        await (await run.video()).wait_ack()
+        await (await run.video(prompt="a second fox")).wait_ack()
+        first, second = sorted(
+            await run.service.jobs.by_user(GUILD, ALICE), key=lambda j: j.created_at_ms
+        )
+        await run.wait_state(first.id, JobState.RUNNING)
+        await run.wait_state(second.id, JobState.RUNNING)
+        second = await run.service.jobs.get(second.id)
+    # the bot is gone; the first job finishes at the vendor meanwhile
+    vendor.jobs[first.provider_job_id or ""].script = ["succeeded"]
+    async with running_bot(double, settings) as run:
+        done = await run.wait_state(first.id, JobState.DELIVERED)
+        result = await run.result_message(done)
+        details = await double.click(
+            result.id, f"kb:details:{first.id}", user_id=BOB, guild_id=GUILD, channel_id=CHANNEL
+        )
+        await details.wait_ack()
+        assert (
+            details.responses[0].data
+            and details.responses[0].data["embeds"][0]["title"] == f"Job {first.id}"
+        )
+        cancel = await double.click(
+            second.status_message_id or 0,
+            f"kb:cancel:{second.id}",
+            user_id=ALICE,
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+        )
+        await cancel.wait_ack()
+        assert "cancelled" in ack_text(cancel)
+        await run.wait_state(second.id, JobState.CANCELLED)
+        assert await run.available(ALICE) == 160
+        kinds = [t.kind.value for t in await run.service.ledger.transfers_for_job(first.id)]
+        assert kinds == ["pending", "post"]
+        assert (await run.service.ledger.audit()).ok
+
+
+async def test_channel_post_429_is_retried_and_403_falls_back_to_dm(
+    tmp_path: Path, double: DiscordDouble
+) -> None:
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        await run.fund(ALICE, 200)
+        double.fail(
+            "POST", rf"/channels/{CHANNEL}/messages", status=429, times=2, retry_after_s=0.2
+        )
+        await (await run.video()).wait_ack()
+        job = await run.wait_state((await run.only_job()).id, JobState.DELIVERED)
+        assert job.delivered_via == "file" and (await run.result_message(job)).attachments
+        double.set_channel_permissions(CHANNEL, deny_send=True)
+        await (await run.video(prompt="a fox in a forbidden channel")).wait_ack()
+        jobs = await run.service.jobs.by_user(GUILD, ALICE)
+        job2 = await run.wait_state(jobs[0].id, JobState.DELIVERED)
+        assert job2.delivered_via == "dm"
+        [dm] = [m for m in double.dm_messages(ALICE) if m.attachments]
+        assert "couldn't post it" in dm.content
+        assert [t.kind.value for t in await run.service.ledger.transfers_for_job(job2.id)] == [
+            "pending",
+            "post",
+        ]
+
+
+async def test_hundred_concurrent_videos_are_acknowledged_within_3s(
+    tmp_path: Path, double: DiscordDouble, vendor: EachLabsDouble
+) -> None:
+    vendor.default_script = ["created", "processing"]
+    users = [ALICE + 1000 + n for n in range(100)]
+    for user in users:
+        double.add_member(GUILD, user, f"user{user}")
+    async with running_bot(double, eachlabs_settings(tmp_path, vendor)) as run:
+        for user in users:
+            await run.fund(user, 100)
+        started = time.perf_counter()
+        inters = await asyncio.gather(*(run.video(user_id=user) for user in users))
+        acks = await asyncio.gather(*(inter.wait_ack(timeout=10) for inter in inters))
+        elapsed = [ack.elapsed_s or 99 for ack in acks]
+        assert max(elapsed) < 3, f"slowest ack {max(elapsed):.2f}s"
+        assert all("40 credits" in ack_text(inter) for inter in inters)
+        assert time.perf_counter() - started < 10
+
+
+async def test_credits_and_jobs_commands(tmp_path: Path, double: DiscordDouble) -> None:
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        await run.fund(ALICE, 200)
+        await (await run.video()).wait_ack()
+        job = await run.wait_state((await run.only_job()).id, JobState.DELIVERED)
+        balance = await double.invoke(
+            "credits", sub="balance", user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
+        )
+        await balance.wait_ack()
+        fields = {
+            f["name"]: f["value"] for f in (balance.responses[0].data or {})["embeds"][0]["fields"]
+        }
+        assert fields["Available"] == "160" and fields["Held for running videos"] == "0"
+        history = await double.invoke(
+            "credits", sub="history", user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
+        )
+        await history.wait_ack()
+        text = (history.responses[0].data or {})["embeds"][0]["description"]
+        assert "**-40** held for a video" in text and "**+200**" in text
+        listing = await double.invoke(
+            "jobs", sub="list", user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
+        )
+        await listing.wait_ack()
+        assert job.id in (listing.responses[0].data or {})["embeds"][0]["description"]
+        nothing = await double.invoke(
+            "jobs", sub="cancel", user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
+        )
+        await nothing.wait_ack()
+        assert "no video in progress" in ack_text(nothing)
+        other = await double.invoke(
+            "jobs",
+            sub="cancel",
+            options={"job": job.id},
+            user_id=MOD,
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+        )
+        await other.wait_ack()
+        assert "can no longer be cancelled" in ack_text(other)
