@@ -28,6 +28,8 @@ EXTENSIONS = (
     "cogs.generate",
     "cogs.credits",
     "cogs.jobs",
+    "cogs.pool",
+    "cogs.admin",
 )
 
 # Exactly what the bot needs in a channel: see it, post, embed, attach clips, reply to its status
@@ -123,6 +125,10 @@ class KlingBot(commands.Bot):
         """Stop taking work, finish what is in flight, then disconnect."""
         if self.start_pipeline:
             await self.runtime.stop()
+            status = getattr(self, "status_messages", None)
+            if status is not None:
+                self.service.notifier.unsubscribe(status)
+                await status.close()
         await super().close()
 
     def is_owner_id(self, user_id: int) -> bool:

@@ -72,6 +72,19 @@ class StatusMessages:
             log.info("status message of %s not updated: %s", job.id, error)
         if job.is_final or job.state is JobState.EXPIRED:
             self._last_edit.pop(job_id, None)
+        if job.approval_message_id and job.state is JobState.REJECTED:
+            await self._close_approval(job)
+
+    async def _close_approval(self, job: Job) -> None:
+        """Take the buttons off an approval request that was declined or lapsed."""
+        channel_id = job.approval_channel_id or job.channel_id
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=job.guild_id or None)
+        try:
+            await channel.get_partial_message(job.approval_message_id or 0).edit(
+                content=f"⛔ Not approved: {job.error_message or 'declined'}", view=None
+            )
+        except discord.HTTPException as error:
+            log.info("approval message of %s not updated: %s", job.id, error)
 
     async def close(self) -> None:
         for task in list(self._timers.values()):

@@ -6,12 +6,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import discord
+from discord import app_commands
 
 from bot.errors import NotPermitted
 from bot.services.generation import Requester
 
 if TYPE_CHECKING:
     from bot.client import KlingBot
+
+
+class Refused(app_commands.CheckFailure):
+    """A run-time permission check failed; the message says who may do it."""
+
+
+MODERATORS_ONLY = (
+    "Only moderators (Manage Server, or the server's klingbot moderator role) can do that."
+)
+OWNERS_ONLY = "Only the bot's owners (KLINGBOT_OWNER_IDS) can do that."
 
 
 def role_ids(interaction: discord.Interaction[Any]) -> frozenset[int]:
@@ -37,14 +48,7 @@ async def is_moderator(bot: KlingBot, interaction: discord.Interaction[Any]) -> 
 
 async def require_moderator(bot: KlingBot, interaction: discord.Interaction[Any]) -> None:
     if not await is_moderator(bot, interaction):
-        raise NotPermitted(
-            "Only moderators (Manage Server, or the server's klingbot moderator role) can do that."
-        )
-
-
-def require_owner(bot: KlingBot, interaction: discord.Interaction[Any]) -> None:
-    if not bot.is_owner_id(interaction.user.id):
-        raise NotPermitted("Only the bot's owners (KLINGBOT_OWNER_IDS) can do that.")
+        raise NotPermitted(MODERATORS_ONLY)
 
 
 async def requester_of(bot: KlingBot, interaction: discord.Interaction[Any]) -> Requester:

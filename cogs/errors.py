@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import KlingbotError, ServiceUnavailable
+from cogs.checks import Refused
 from storage import DatabaseUnavailable, InsufficientCredits, LedgerError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def message_for(error: BaseException) -> tuple[str, bool]:
         text = str(error)
         hint = next((h for kind, h in NEXT_STEP.items() if isinstance(error, kind)), None)
         return (f"{text}\n{hint}" if hint else text), True
+    if isinstance(error, Refused):
+        return str(error), True
     if isinstance(error, app_commands.NoPrivateMessage):
         return "This command works in a server channel, not in direct messages.", True
     if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -13,7 +15,9 @@ from discord.ext import commands
 from bot.errors import InvalidRequest, NotFound, NotPermitted
 from bot.services.generation import Receipt
 from cogs.checks import requester_of
+from cogs.modlog import post_log
 from cogs.ui import (
+    approval_embed,
     multishot_modal,
     parse_shots,
     register_buttons,
@@ -22,6 +26,7 @@ from cogs.ui import (
     status_view,
     view_of,
 )
+from storage import JobState
 
 if TYPE_CHECKING:
     from bot.client import KlingBot
@@ -36,6 +41,12 @@ ShotTypeChoice = Literal["customize", "intelligent"]
 def receipt_text(receipt: Receipt) -> str:
     if receipt.replayed:
         return f"This request is already job `{receipt.job.id}`; nothing more was charged."
+    if receipt.job.state is JobState.AWAITING_APPROVAL:
+        return (
+            f"🛂 This video costs **{receipt.cost} credits** from the server pool, above this"
+            " server's approval threshold: a moderator has to approve it first. Nothing is held"
+            " until then."
+        )
     source = {"member": "your balance", "pool": "the server pool"}.get(receipt.payer, "nobody")
     left = {"member": "You have", "pool": "The pool has"}.get(receipt.payer, "")
     text = f"✅ Queued as job `{receipt.job.id}`: **{receipt.cost} credits** held from {source}."
@@ -44,18 +55,47 @@ def receipt_text(receipt: Receipt) -> str:
     return text + " You'll only be charged if the video is delivered."
 
 
+@dataclass
+class Reply:
+    text: str
+    view: discord.ui.View | None = None
+    after: Callable[[], Awaitable[None]] | None = None  # runs once the member has the answer
+
+
+async def answer(interaction: discord.Interaction[Any], work: Awaitable[Reply]) -> None:
+    """Acknowledge at once (Discord allows 3 s), then send the result privately.
+
+    Checking, pricing and holding credits touch the database; deferring first keeps the
+    acknowledgement fast however many members ask at the same moment.
+    """
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    reply = await work
+    extra: dict[str, Any] = {"view": reply.view} if reply.view is not None else {}
+    await interaction.followup.send(reply.text, ephemeral=True, **extra)
+    if reply.after is not None:
+        await reply.after()
+
+
 async def start_job(
     bot: KlingBot,
     interaction: discord.Interaction[Any],
     data: dict[str, Any],
     *,
     parent_job_id: str | None = None,
-    confirmed: bool = False,
 ) -> None:
     """Check, price and queue a request from an interaction, then post its status message."""
+    await answer(interaction, prepare_job(bot, interaction, data, parent_job_id))
+
+
+async def prepare_job(
+    bot: KlingBot,
+    interaction: discord.Interaction[Any],
+    data: dict[str, Any],
+    parent_job_id: str | None,
+) -> Reply:
     requester = await requester_of(bot, interaction)
     quote = await bot.service.quote(data)
-    if not confirmed and requester.guild_id:
+    if requester.guild_id:
         policy = await bot.service.policy.get(requester.guild_id)
         if policy.confirm_threshold is not None and quote.cost > policy.confirm_threshold:
             draft = await bot.state.add_draft(
@@ -69,16 +109,40 @@ async def start_job(
                 upload_limit_bytes=requester.upload_limit_bytes
                 or bot.config.default_upload_limit_bytes,
             )
-            await interaction.response.send_message(
+            return Reply(
                 f"This video costs **{quote.cost} credits**. Go ahead?",
-                view=view_of(("confirm", draft.id), ("discard", draft.id)),
-                ephemeral=True,
+                view_of(("confirm", draft.id), ("discard", draft.id)),
             )
-            return
     receipt = await bot.service.submit(requester, quote.request, parent_job_id=parent_job_id)
-    await interaction.response.send_message(receipt_text(receipt), ephemeral=True)
-    if not receipt.replayed:
-        await post_status_message(bot, receipt.job.id)
+    return Reply(
+        receipt_text(receipt),
+        after=None if receipt.replayed else lambda: announce(bot, receipt.job.id),
+    )
+
+
+async def announce(bot: KlingBot, job_id: str) -> None:
+    """Post the status message and, if the job needs one, the approval request."""
+    await post_status_message(bot, job_id)
+    job = await bot.service.jobs.get(job_id)
+    if job.state is JobState.AWAITING_APPROVAL:
+        await request_approval(bot, job.id)
+
+
+async def request_approval(bot: KlingBot, job_id: str) -> None:
+    """Post Approve/Deny in the log channel (or, without one, where the member asked)."""
+    job = await bot.service.jobs.get(job_id)
+    message = await post_log(
+        bot,
+        job.guild_id,
+        f"🛂 <@{job.user_id}> asks for a video above the approval threshold.",
+        embed=approval_embed(job),
+        view=view_of(("approve", job.id), ("deny", job.id)),
+        fallback_channel_id=job.channel_id,
+    )
+    if message is not None:
+        await bot.service.jobs.update(
+            job.id, approval_message_id=message.id, approval_channel_id=message.channel.id
+        )
 
 
 async def post_status_message(bot: KlingBot, job_id: str) -> None:
@@ -238,7 +302,7 @@ class Generate(commands.Cog):
         )
         await interaction.response.edit_message(content=receipt_text(receipt), view=None)
         if not receipt.replayed:
-            await post_status_message(self.bot, receipt.job.id)
+            await announce(self.bot, receipt.job.id)
 
     async def discard(self, interaction: discord.Interaction[Any], draft_id: str) -> None:
         draft = await self.bot.state.find_draft(draft_id)

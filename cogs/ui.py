@@ -159,6 +159,19 @@ def details_embed(job: Job) -> discord.Embed:
     return embed
 
 
+def approval_embed(job: Job) -> discord.Embed:
+    request = request_of(job)
+    embed = discord.Embed(
+        title="Approval needed", description=prompt_text(request), colour=discord.Colour.gold()
+    )
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="Cost", value=f"{job.cost} credits from the pool")
+    embed.add_field(name="Where", value=f"<#{job.channel_id}>")
+    embed.add_field(name="Options", value=options_line(request))
+    embed.set_footer(text=f"job {job.id}")
+    return embed
+
+
 # -- persistent buttons ------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from storage.ledger import (
     HistoryEntry,
     Ledger,
     LedgerTotals,
+    MemberUsage,
     Transfer,
     TransferKind,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "LedgerError",
     "LedgerTotals",
     "ManualClock",
+    "MemberUsage",
     "ModerationEvent",
     "NewJob",
     "OffsetClock",

@@ -103,6 +103,8 @@ class Job:
     provider_data: dict[str, str]
     poll_count: int
     charged: int
+    role_ids: tuple[int, ...]
+    approval_channel_id: int | None
 
     @property
     def is_final(self) -> bool:
@@ -110,12 +112,13 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
-        derived = ("request", "state", "provider_data")
+        derived = ("request", "state", "provider_data", "role_ids")
         values = {f.name: row[f.name] for f in fields(cls) if f.name not in derived}
         return cls(
             state=JobState(row["state"]),
             request=json.loads(row["request_json"]),
             provider_data=json.loads(row["provider_data_json"]),
+            role_ids=tuple(json.loads(row["role_ids_json"])),
             **values,
         )
 
@@ -137,6 +140,7 @@ class NewJob:
     upload_limit_bytes: int = 10 * 1024 * 1024
     parent_job_id: str | None = None
     deadline_at_ms: int | None = None
+    role_ids: tuple[int, ...] = ()
     id: str = field(default_factory=lambda: secrets.token_hex(6))
 
 
@@ -176,6 +180,7 @@ MUTABLE_COLUMNS = frozenset(
         "next_poll_at_ms",
         "poll_count",
         "charged",
+        "approval_channel_id",
     }
 )
 
@@ -193,8 +198,8 @@ class JobStore:
             row = await t.fetchone(
                 "INSERT INTO jobs (id, guild_id, channel_id, user_id, interaction_id, state, provider,"
                 " request_json, cost, payer, hold_id, webhook_token, media_token,"
-                " upload_limit_bytes, parent_job_id, created_at_ms, updated_at_ms, deadline_at_ms)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
+                " upload_limit_bytes, parent_job_id, created_at_ms, updated_at_ms, deadline_at_ms,"
+                " role_ids_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
                 (
                     new.id,
                     new.guild_id,
@@ -214,6 +219,7 @@ class JobStore:
                     now,
                     now,
                     new.deadline_at_ms,
+                    json.dumps(sorted(new.role_ids)),
                 ),
             )
             assert row is not None
@@ -382,6 +388,30 @@ class JobStore:
             "SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? AND created_at_ms < ?"
             " ORDER BY created_at_ms DESC, id DESC LIMIT ?",
             (guild_id, user_id, before_ms or 2**62, limit),
+        )
+        return [Job.from_row(r) for r in rows]
+
+    async def outcomes_by_member(
+        self, guild_id: int, since_ms: int, until_ms: int
+    ) -> dict[int, dict[JobState, int]]:
+        """How many jobs each member asked for in a period, by their current state."""
+        rows = await self._db.fetchall(
+            "SELECT user_id, state, COUNT(*) AS n FROM jobs WHERE guild_id = ?"
+            " AND created_at_ms >= ? AND created_at_ms < ? GROUP BY user_id, state",
+            (guild_id, since_ms, until_ms),
+        )
+        found: dict[int, dict[JobState, int]] = {}
+        for r in rows:
+            found.setdefault(r["user_id"], {})[JobState(r["state"])] = r["n"]
+        return found
+
+    async def live_everywhere(self, limit: int = 25) -> list[Job]:
+        """Jobs not yet finished in any guild, newest first (for bot owners)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE state IN"
+            " ('awaiting_approval', 'queued', 'submitted', 'running', 'succeeded', 'delivery_failed')"
+            " ORDER BY created_at_ms DESC LIMIT ?",
+            (limit,),
         )
         return [Job.from_row(r) for r in rows]
 

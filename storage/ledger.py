@@ -38,6 +38,7 @@ __all__ = [
     "HistoryEntry",
     "Ledger",
     "LedgerTotals",
+    "MemberUsage",
     "Transfer",
     "TransferKind",
 ]
@@ -155,6 +156,22 @@ class HistoryEntry:
     transfer: Transfer
     delta: int  # effect on available credits: + in, - out (a hold is negative until resolved)
     paid_by_pool: bool
+
+
+@dataclass(frozen=True)
+class MemberUsage:
+    """One member's credit movements in a guild over a period."""
+
+    user_id: int
+    spent_own: int = 0
+    spent_pool: int = 0
+    refunded: int = 0
+    granted: int = 0
+    revoked: int = 0
+
+    @property
+    def spent(self) -> int:
+        return self.spent_own + self.spent_pool
 
 
 @dataclass(frozen=True)
@@ -560,6 +577,9 @@ class Ledger:
         row = await (tx.fetchone(sql, params) if tx else self._db.fetchone(sql, params))
         return Balance(row["posted"], row["pending"]) if row else Balance.zero()
 
+    async def balance_of_pool(self, guild_id: int) -> int:
+        return (await self.balance(AccountRef.pool(guild_id))).available
+
     async def hold(self, hold_id: int, *, tx: Tx | None = None) -> tuple[Transfer, Transfer | None]:
         """A hold and its resolution (None while it is still pending)."""
         hold = await self._by_id(hold_id, tx)
@@ -620,6 +640,35 @@ class Ledger:
         )
         assert row is not None
         return LedgerTotals(row["issued"] or 0, row["spent"] or 0, row["held"] or 0)
+
+    async def usage(self, guild_id: int, since_ms: int, until_ms: int) -> list[MemberUsage]:
+        """Per member: credits spent (captured, own or pool), refunded, granted and revoked
+        by entries created in [since_ms, until_ms)."""
+        rows = await self._db.fetchall(
+            "SELECT t.user_id,"
+            " SUM(CASE WHEN (t.kind = 'post' OR t.reason = 'late_capture') AND a.kind = 'member'"
+            "   THEN t.amount ELSE 0 END) AS spent_own,"
+            " SUM(CASE WHEN (t.kind = 'post' OR t.reason = 'late_capture') AND a.kind = 'pool'"
+            "   THEN t.amount ELSE 0 END) AS spent_pool,"
+            " SUM(CASE WHEN t.kind = 'single' AND t.reason = 'refund' THEN t.amount ELSE 0 END) AS refunded,"
+            " SUM(CASE WHEN t.kind = 'single' AND t.reason = 'grant' THEN t.amount ELSE 0 END) AS granted,"
+            " SUM(CASE WHEN t.kind = 'single' AND t.reason = 'revoke' THEN t.amount ELSE 0 END) AS revoked"
+            " FROM transfers AS t JOIN accounts AS a ON a.id = t.debit_account_id"
+            " WHERE t.guild_id = ? AND t.created_at_ms >= ? AND t.created_at_ms < ? AND t.user_id <> 0"
+            " GROUP BY t.user_id ORDER BY t.user_id",
+            (guild_id, since_ms, until_ms),
+        )
+        return [
+            MemberUsage(
+                r["user_id"],
+                r["spent_own"],
+                r["spent_pool"],
+                r["refunded"],
+                r["granted"],
+                r["revoked"],
+            )
+            for r in rows
+        ]
 
     async def open_holds_before(self, created_before_ms: int) -> list[Transfer]:
         """Holds still pending that were taken before `created_before_ms` (the sweeper's list)."""

@@ -6,6 +6,7 @@ transaction as the change itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from storage.database import Database, Tx
@@ -77,12 +78,31 @@ _POLICY_COLUMNS = frozenset(
 
 
 class GuildPolicy:
-    """Reads and changes guild policies; each change is logged as a moderation event."""
+    """Reads and changes guild policies; each change is logged as a moderation event.
 
-    def __init__(self, db: Database) -> None:
+    Snapshots are cached: a change made through this object is visible at once; one made by
+    another process within `cache_ttl_s`.
+    """
+
+    def __init__(self, db: Database, *, cache_ttl_s: float = 5.0) -> None:
         self._db = db
+        self._cache_ttl_ms = int(cache_ttl_s * 1000)
+        self._cache: dict[int, tuple[int, PolicySnapshot]] = {}
 
     async def get(self, guild_id: int, *, tx: Tx | None = None) -> PolicySnapshot:
+        now = self._db.clock.now_ms()
+        cached = self._cache.get(guild_id)
+        if tx is None and cached is not None and now - cached[0] < self._cache_ttl_ms:
+            return cached[1]
+        snapshot = await self._read(guild_id, tx)
+        if tx is None:
+            self._cache[guild_id] = (now, snapshot)
+        return snapshot
+
+    def _forget(self, guild_id: int) -> None:
+        self._cache.pop(guild_id, None)
+
+    async def _read(self, guild_id: int, tx: Tx | None) -> PolicySnapshot:
         q = tx.fetchall if tx is not None else self._db.fetchall
         rows = await q("SELECT * FROM guild_policies WHERE guild_id = ?", (guild_id,))
         base = rows[0] if rows else None
@@ -117,6 +137,17 @@ class GuildPolicy:
         self, guild_id: int, *, actor_id: int, reason: str | None = None, **values: int | None
     ) -> PolicySnapshot:
         """Set scalar policy fields (member_cap_per_day, approval_threshold, ...)."""
+        return await self.set_values(guild_id, values, actor_id=actor_id, reason=reason)
+
+    async def set_values(
+        self,
+        guild_id: int,
+        values: Mapping[str, int | None],
+        *,
+        actor_id: int,
+        reason: str | None = None,
+    ) -> PolicySnapshot:
+        """Set scalar policy fields from a mapping of field name to value."""
         unknown = set(values) - _POLICY_COLUMNS
         if unknown:
             raise ValueError(f"unknown policy fields: {sorted(unknown)}")
@@ -136,6 +167,7 @@ class GuildPolicy:
                 await _log(t, guild_id, actor_id, f"set_{name}", None, _show(value), reason, now)
 
         await self._db.write(run)
+        self._forget(guild_id)
         return await self.get(guild_id)
 
     async def set_role_cap(
@@ -161,6 +193,7 @@ class GuildPolicy:
             )
 
         await self._db.write(run)
+        self._forget(guild_id)
 
     async def set_draw_role(
         self, guild_id: int, role_id: int, allowed: bool, *, actor_id: int
@@ -210,6 +243,7 @@ class GuildPolicy:
             await _log(t, guild_id, actor_id, f"{verb}_{action}", value, None, None, now)
 
         await self._db.write(run)
+        self._forget(guild_id)
 
     async def freeze(
         self, guild_id: int, user_id: int, *, actor_id: int, reason: str | None
@@ -227,7 +261,9 @@ class GuildPolicy:
                 await _log(t, guild_id, actor_id, "freeze", user_id, None, reason, now)
             return changed > 0
 
-        return await self._db.write(run)
+        changed = await self._db.write(run)
+        self._forget(guild_id)
+        return changed
 
     async def unfreeze(
         self, guild_id: int, user_id: int, *, actor_id: int, reason: str | None = None
@@ -243,7 +279,9 @@ class GuildPolicy:
                 await _log(t, guild_id, actor_id, "unfreeze", user_id, None, reason, now)
             return changed > 0
 
-        return await self._db.write(run)
+        changed = await self._db.write(run)
+        self._forget(guild_id)
+        return changed
 
     async def add_block(
         self, guild_id: int, pattern: str, *, is_regex: bool, actor_id: int
@@ -263,7 +301,9 @@ class GuildPolicy:
                 )
             return changed > 0
 
-        return await self._db.write(run)
+        changed = await self._db.write(run)
+        self._forget(guild_id)
+        return changed
 
     async def remove_block(self, guild_id: int, pattern: str, *, actor_id: int) -> bool:
         now = self._db.clock.now_ms()
@@ -277,7 +317,9 @@ class GuildPolicy:
                 await _log(t, guild_id, actor_id, "remove_block", None, pattern, None, now)
             return changed > 0
 
-        return await self._db.write(run)
+        changed = await self._db.write(run)
+        self._forget(guild_id)
+        return changed
 
     async def record(
         self,

@@ -140,3 +140,12 @@ async def running_bot(
             finally:
                 await bot.close()
                 await asyncio.wait_for(task, 15)
+
+
+async def reply_text(inter: DoubleInteraction, timeout_s: float = 30.0) -> str:
+    """What the bot answered: the callback's content, or the followup's after a deferral."""
+    ack = await inter.wait_ack(timeout=timeout_s)
+    if ack.callback_type == 5:
+        record = await inter.wait_for_followup(timeout=timeout_s)
+        return str((record.data or {}).get("content") or "")
+    return str((ack.data or {}).get("content") or "")

@@ -23,6 +23,7 @@ from tests.e2e_support import (
     MOD,
     make_double,
     make_settings,
+    reply_text,
     running_bot,
 )
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
@@ -40,7 +41,7 @@ async def double() -> AsyncIterator[DiscordDouble]:
 @pytest.fixture
 async def vendor() -> AsyncIterator[EachLabsDouble]:
     async with EachLabsDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 def eachlabs_settings(tmp_path: Path, vendor: EachLabsDouble, **overrides: Any) -> Any:
@@ -54,20 +55,14 @@ def eachlabs_settings(tmp_path: Path, vendor: EachLabsDouble, **overrides: Any) 
     )
 
 
-def ack_text(inter: Any) -> str:
-    callback = inter.responses[0]
-    data = callback.data or {}
-    return str(data.get("content") or "")
-
-
 async def test_video_from_command_to_clip_in_channel(tmp_path: Path, double: DiscordDouble) -> None:
     async with running_bot(double, make_settings(tmp_path)) as run:
         await run.fund(ALICE, 200)
         inter = await run.video(duration=5)
         ack = await inter.wait_ack()
         assert ack.elapsed_s is not None and ack.elapsed_s < 3
-        assert ack.callback_type == 4 and (ack.data or {}).get("flags") == EPHEMERAL
-        text = ack_text(inter)
+        assert ack.callback_type == 5 and (ack.data or {}).get("flags") == EPHEMERAL
+        text = await reply_text(inter)
         assert "40 credits" in text and "your balance" in text and "160" in text
         job = await run.only_job()
         job = await run.wait_state(job.id, JobState.DELIVERED)
@@ -112,7 +107,7 @@ async def test_invalid_options_are_answered_privately_and_charge_nothing(
             inter = await run.video(**options)
             ack = await inter.wait_ack()
             assert (ack.data or {}).get("flags") == EPHEMERAL, options
-            assert expected in ack_text(inter), (options, ack_text(inter))
+            assert expected in await reply_text(inter), (options, await reply_text(inter))
         assert await run.service.jobs.by_user(GUILD, ALICE) == []
         assert await run.available(ALICE) == 200
 
@@ -122,7 +117,7 @@ async def test_insufficient_credits(tmp_path: Path, double: DiscordDouble) -> No
         await run.fund(ALICE, 30)
         inter = await run.video(duration=5)
         await inter.wait_ack()
-        text = ack_text(inter)
+        text = await reply_text(inter)
         assert "needs 40 credits" in text and "/credits balance" in text
         assert await run.service.jobs.by_user(GUILD, ALICE) == []
 
@@ -135,7 +130,7 @@ async def test_job_finishing_after_16_minutes_is_delivered_in_the_channel(
     async with running_bot(double, eachlabs_settings(tmp_path, vendor), clock=clock) as run:
         await run.fund(ALICE, 200)
         inter = await run.video()
-        await inter.wait_ack()
+        await reply_text(inter)
         job = await run.wait_state((await run.only_job()).id, JobState.RUNNING)
         double.clock.advance(16 * 60)
         clock.advance(seconds=16 * 60)
@@ -163,8 +158,8 @@ async def test_large_clip_is_reencoded_under_the_limit_or_linked(
             return await original_submit(limited, *args, **kwargs)
 
         service.submit = small_channel
-        await (await run.video(duration=5)).wait_ack()
-        await (await run.video(duration=5, prompt="a second fox")).wait_ack()
+        await reply_text(await run.video(duration=5))
+        await reply_text(await run.video(duration=5, prompt="a second fox"))
         jobs = sorted(
             await service.jobs.by_user(GUILD, ALICE),
             key=lambda j: j.upload_limit_bytes,
@@ -189,14 +184,13 @@ async def test_restart_mid_job_then_complete_and_old_buttons_work(
     settings = eachlabs_settings(tmp_path, vendor)
     async with running_bot(double, settings) as run:
         await run.fund(ALICE, 200)
-        await (await run.video()).wait_ack()
-        await (await run.video(prompt="a second fox")).wait_ack()
+        await reply_text(await run.video())
+        await reply_text(await run.video(prompt="a second fox"))
         first, second = sorted(
             await run.service.jobs.by_user(GUILD, ALICE), key=lambda j: j.created_at_ms
         )
-        await run.wait_state(first.id, JobState.RUNNING)
-        await run.wait_state(second.id, JobState.RUNNING)
-        second = await run.service.jobs.get(second.id)
+        first = await run.wait_state(first.id, JobState.RUNNING)
+        second = await run.wait_state(second.id, JobState.RUNNING)
     # the bot is gone; the first job finishes at the vendor meanwhile
     vendor.jobs[first.provider_job_id or ""].script = ["succeeded"]
     async with running_bot(double, settings) as run:
@@ -218,7 +212,7 @@ async def test_restart_mid_job_then_complete_and_old_buttons_work(
             channel_id=CHANNEL,
         )
         await cancel.wait_ack()
-        assert "cancelled" in ack_text(cancel)
+        assert "cancelled" in await reply_text(cancel)
         await run.wait_state(second.id, JobState.CANCELLED)
         assert await run.available(ALICE) == 160
         kinds = [t.kind.value for t in await run.service.ledger.transfers_for_job(first.id)]
@@ -234,11 +228,11 @@ async def test_channel_post_429_is_retried_and_403_falls_back_to_dm(
         double.fail(
             "POST", rf"/channels/{CHANNEL}/messages", status=429, times=2, retry_after_s=0.2
         )
-        await (await run.video()).wait_ack()
+        await reply_text(await run.video())
         job = await run.wait_state((await run.only_job()).id, JobState.DELIVERED)
         assert job.delivered_via == "file" and (await run.result_message(job)).attachments
         double.set_channel_permissions(CHANNEL, deny_send=True)
-        await (await run.video(prompt="a fox in a forbidden channel")).wait_ack()
+        await reply_text(await run.video(prompt="a fox in a forbidden channel"))
         jobs = await run.service.jobs.by_user(GUILD, ALICE)
         job2 = await run.wait_state(jobs[0].id, JobState.DELIVERED)
         assert job2.delivered_via == "dm"
@@ -265,14 +259,15 @@ async def test_hundred_concurrent_videos_are_acknowledged_within_3s(
         acks = await asyncio.gather(*(inter.wait_ack(timeout=10) for inter in inters))
         elapsed = [ack.elapsed_s or 99 for ack in acks]
         assert max(elapsed) < 3, f"slowest ack {max(elapsed):.2f}s"
-        assert all("40 credits" in ack_text(inter) for inter in inters)
+        texts = await asyncio.gather(*(reply_text(inter) for inter in inters))
+        assert all("40 credits" in text for text in texts)
         assert time.perf_counter() - started < 10
 
 
 async def test_credits_and_jobs_commands(tmp_path: Path, double: DiscordDouble) -> None:
     async with running_bot(double, make_settings(tmp_path)) as run:
         await run.fund(ALICE, 200)
-        await (await run.video()).wait_ack()
+        await reply_text(await run.video())
         job = await run.wait_state((await run.only_job()).id, JobState.DELIVERED)
         balance = await double.invoke(
             "credits", sub="balance", user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
@@ -297,7 +292,7 @@ async def test_credits_and_jobs_commands(tmp_path: Path, double: DiscordDouble) 
             "jobs", sub="cancel", user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
         )
         await nothing.wait_ack()
-        assert "no video in progress" in ack_text(nothing)
+        assert "no video in progress" in await reply_text(nothing)
         other = await double.invoke(
             "jobs",
             sub="cancel",
@@ -307,4 +302,4 @@ async def test_credits_and_jobs_commands(tmp_path: Path, double: DiscordDouble) 
             channel_id=CHANNEL,
         )
         await other.wait_ack()
-        assert "can no longer be cancelled" in ack_text(other)
+        assert "can no longer be cancelled" in await reply_text(other)

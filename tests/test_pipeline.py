@@ -27,7 +27,7 @@ COST = 40  # 5 s x 8 credits
 @pytest.fixture
 async def double() -> AsyncIterator[EachLabsDouble]:
     async with EachLabsDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 def eachlabs(double: EachLabsDouble, secret: str | None = SECRET) -> ProviderFactory:

@@ -45,7 +45,7 @@ MULTI_10 = MULTI.model_copy(
 @pytest.fixture
 async def double() -> AsyncIterator[AIHubMaxDouble]:
     async with AIHubMaxDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 def adapter(double: AIHubMaxDouble, http: ProviderHttp, *, key: str = API_KEY) -> AIHubMaxProvider:

@@ -31,7 +31,7 @@ SECRET = "whsec-eachlabs-test"
 @pytest.fixture
 async def double() -> AsyncIterator[EachLabsDouble]:
     async with EachLabsDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 def adapter(

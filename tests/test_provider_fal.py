@@ -49,7 +49,7 @@ MODEL_PATH = "/fal-ai/kling-video/v3/pro/text-to-video"
 @pytest.fixture
 async def double() -> AsyncIterator[FalDouble]:
     async with FalDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 def adapter(

@@ -34,7 +34,7 @@ CREATE_PATH = "/v3/async/kling-v3.0-pro-t2v"
 @pytest.fixture
 async def double() -> AsyncIterator[NovitaDouble]:
     async with NovitaDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 def adapter(double: NovitaDouble, http: ProviderHttp, *, key: str = API_KEY) -> NovitaProvider:

@@ -32,7 +32,7 @@ HOOK = "https://bot.example/webhooks/pixeldojo/tok"
 @pytest.fixture
 async def double() -> AsyncIterator[PixelDojoDouble]:
     async with PixelDojoDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 def adapter(

@@ -48,7 +48,7 @@ PLAIN_FULL_SUPPORTED = PLAIN_FULL.model_copy(update={"cfg_scale": None, "shot_ty
 @pytest.fixture
 async def double() -> AsyncIterator[ReplicateDouble]:
     async with ReplicateDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 def adapter(

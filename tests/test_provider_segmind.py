@@ -39,7 +39,7 @@ Make = Callable[..., SegmindProvider]
 @pytest.fixture
 async def double() -> AsyncIterator[SegmindDouble]:
     async with SegmindDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ class LocalProvider(VideoProvider):
         self.render_s = settings.render_s
         self.work_dir = work_dir.resolve()
         self._renders: dict[str, asyncio.Task[None]] = {}
+        self._webhooks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent)
 
     def _path(self, job_id: str, suffix: str) -> Path:
@@ -95,9 +96,21 @@ class LocalProvider(VideoProvider):
     def _start(self, job_id: str, spec: dict[str, Any]) -> None:
         task = self._renders.get(job_id)
         if task is None or task.done():
-            self._renders[job_id] = asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 self._render(job_id, spec), name=f"local-render-{job_id}"
             )
+            self._renders[job_id] = task
+            url = spec.get("webhook_url")
+            if url:
+                task.add_done_callback(lambda done: self._after_render(done, job_id, str(url)))
+
+    def _after_render(self, task: asyncio.Task[None], job_id: str, url: str) -> None:
+        """Call back only once the render task is over, so a poll then sees the result."""
+        if task.cancelled():
+            return
+        sender = asyncio.get_running_loop().create_task(self._send_webhook(job_id, url))
+        self._webhooks.add(sender)
+        sender.add_done_callback(self._webhooks.discard)
 
     async def _render(self, job_id: str, spec: dict[str, Any]) -> None:
         request = VideoRequest.model_validate(spec["request"])
@@ -123,8 +136,6 @@ class LocalProvider(VideoProvider):
         except Exception as error:
             log.exception("local render %s failed", job_id)
             await asyncio.to_thread(self._path(job_id, ".failed").write_text, str(error))
-        if spec.get("webhook_url"):
-            await self._send_webhook(job_id, str(spec["webhook_url"]))
 
     async def _send_webhook(self, job_id: str, url: str) -> None:
         status = await self.poll(ProviderJob(job_id))
@@ -189,9 +200,9 @@ class LocalProvider(VideoProvider):
         return WebhookEvent(job_id, None, ProviderStatus(state, word, video_url=url))
 
     async def close(self) -> None:
-        for task in self._renders.values():
+        for task in [*self._renders.values(), *self._webhooks]:
             task.cancel()
-        for task in list(self._renders.values()):
+        for task in [*self._renders.values(), *self._webhooks]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._renders.clear()

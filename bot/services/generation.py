@@ -296,6 +296,7 @@ class GenerationService:
             or self.config.default_upload_limit_bytes,
             parent_job_id=parent_job_id,
             deadline_at_ms=now + self.config.deadline_s * 1000,
+            role_ids=tuple(sorted(requester.role_ids)),
         )
 
         async def reserve_and_record(tx: Tx) -> Receipt:
@@ -315,6 +316,14 @@ class GenerationService:
                 cost=quote.cost,
                 now_ms=now,
             )
+            threshold = snapshot.approval_threshold
+            over = threshold is not None and quote.cost > threshold
+            if payer.kind == "pool" and over and not requester.is_moderator:
+                # nothing is held while a moderator decides; approval reserves then
+                waiting = NewJob(**{**new.__dict__, "payer": "pool", "state": S.AWAITING_APPROVAL})
+                job = await self.jobs.create(waiting, tx=tx)
+                pool_left = await self.ledger.balance(payer.account, tx=tx)
+                return Receipt(job, quote.cost, "pool", pool_left.available)
             key = (
                 f"hold:{requester.interaction_id}" if requester.interaction_id else f"hold:{new.id}"
             )
@@ -382,6 +391,127 @@ class GenerationService:
         """The median run time of the provider's recent jobs (4 minutes until there are some)."""
         runs = sorted(await self.jobs.recent_run_ms(provider))
         return runs[len(runs) // 2] if runs else DEFAULT_RUN_MS
+
+    # -- approvals -------------------------------------------------------------------------------
+
+    async def approve(self, job_id: str, *, actor_id: int) -> Job:
+        """A moderator approves a waiting job: its credits are held now and it is queued."""
+        job = await self._awaiting(job_id)
+        snapshot = await self.policy.get(job.guild_id)
+        now = self.clock.now_ms()
+
+        async def run(tx: Tx) -> Job:
+            payer = await self.gate.choose_payer(
+                tx,
+                snapshot=snapshot,
+                guild_id=job.guild_id,
+                user_id=job.user_id,
+                role_ids=frozenset(job.role_ids),
+                cost=job.cost,
+                now_ms=now,
+            )
+            hold = await self.ledger.reserve(
+                key=f"hold:approved:{job.id}",
+                payer=payer.account,
+                amount=job.cost,
+                job_id=job.id,
+                user_id=job.user_id,
+                tx=tx,
+            )
+            await self.policy.record(
+                job.guild_id,
+                actor_id=actor_id,
+                action="approve",
+                target_id=job.user_id,
+                detail=f"job {job.id}, {job.cost} credits",
+                tx=tx,
+            )
+            return await self.jobs.transition(
+                job.id,
+                S.QUEUED,
+                from_states=frozenset({S.AWAITING_APPROVAL}),
+                payer=payer.kind,
+                hold_id=hold.id,
+                deadline_at_ms=now + self.config.deadline_s * 1000,
+                detail=f"approved by {actor_id}",
+                tx=tx,
+            )
+
+        try:
+            approved = await self.db.write(run)
+        except IllegalTransition:
+            raise UserError("This request was already answered.") from None
+        self.notifier.publish(approved, "approved")
+        self._dispatch_wake.set()
+        return approved
+
+    async def deny(self, job_id: str, *, actor_id: int, reason: str | None = None) -> Job:
+        """A moderator declines a waiting job; nothing was held, so nothing is refunded."""
+        job = await self._awaiting(job_id)
+        why = f"A moderator declined it: {reason}" if reason else "A moderator declined it."
+
+        async def run(tx: Tx) -> Job:
+            await self.policy.record(
+                job.guild_id,
+                actor_id=actor_id,
+                action="deny",
+                target_id=job.user_id,
+                detail=f"job {job.id}",
+                reason=reason,
+                tx=tx,
+            )
+            return await self.jobs.transition(
+                job.id,
+                S.REJECTED,
+                from_states=frozenset({S.AWAITING_APPROVAL}),
+                error_kind="denied",
+                error_message=why,
+                finished_at_ms=self.clock.now_ms(),
+                detail=f"denied by {actor_id}",
+                tx=tx,
+            )
+
+        try:
+            denied = await self.db.write(run)
+        except IllegalTransition:
+            raise UserError("This request was already answered.") from None
+        self.notifier.publish(denied, "rejected")
+        return denied
+
+    async def _awaiting(self, job_id: str) -> Job:
+        job = await self.jobs.find(job_id)
+        if job is None:
+            raise NotFound(f"There is no job {job_id}.")
+        if job.state is not S.AWAITING_APPROVAL:
+            raise UserError(
+                f"This request was already answered (it is {job.state.value.replace('_', ' ')})."
+            )
+        return job
+
+    async def lapse_approvals(self) -> int:
+        """Reject requests that waited longer than their guild's approval timeout."""
+        now = self.clock.now_ms()
+        lapsed = 0
+        for job in await self.jobs.in_states(frozenset({S.AWAITING_APPROVAL})):
+            timeout_s = (await self.policy.get(job.guild_id)).approval_timeout_s
+            if now - job.created_at_ms < timeout_s * 1000:
+                continue
+            hours = max(1, round(timeout_s / 3600))
+            try:
+                job = await self.jobs.transition(
+                    job.id,
+                    S.REJECTED,
+                    from_states=frozenset({S.AWAITING_APPROVAL}),
+                    error_kind="lapsed",
+                    finished_at_ms=now,
+                    error_message=f"No moderator answered within {hours} h; nothing was charged.",
+                    detail="approval lapsed",
+                )
+            except IllegalTransition:
+                continue
+            lapsed += 1
+            self.notifier.publish(job, "rejected")
+        return lapsed
 
     # -- webhooks --------------------------------------------------------------------------------
 
@@ -618,7 +748,7 @@ class GenerationService:
             error = status.error or ProviderError(
                 ErrorKind.UNKNOWN, "the job failed", provider=job.provider
             )
-            await self._fail(job, error)
+            await self._fail(job, error, vendor_status=status.vendor_status)
         else:
             with contextlib.suppress(IllegalTransition):
                 job = await self._settle(
@@ -679,13 +809,17 @@ class GenerationService:
         self.notifier.publish(settled, to_state.value)
         return settled
 
-    async def _fail(self, job: Job, error: ProviderError) -> None:
+    async def _fail(
+        self, job: Job, error: ProviderError, *, vendor_status: str | None = None
+    ) -> None:
+        extra: dict[str, Any] = {"provider_status": vendor_status} if vendor_status else {}
         try:
             await self._settle(
                 job,
                 S.FAILED,
                 frozenset({S.QUEUED, S.SUBMITTED, S.RUNNING, S.SUCCEEDED}),
                 void_reason=error.kind.value,
+                **extra,
                 error_kind=error.kind.value,
                 error_message=str(error)[:1000],
                 detail=error.detail[:500],
@@ -912,6 +1046,7 @@ class GenerationService:
             ):
                 with contextlib.suppress(IllegalTransition):
                     await self._settle(job, S.EXPIRED, frozenset({S.QUEUED}), expire=True)
+        await self.lapse_approvals()
         keep = {j.id for j in await self.jobs.unfinished()}
         removed = await asyncio.to_thread(self.media.prune, keep)
         if removed:

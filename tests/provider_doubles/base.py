@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -124,7 +124,7 @@ class VendorDouble:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> VendorDouble:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

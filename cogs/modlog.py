@@ -1,0 +1,43 @@
+"""Posting moderation events to a guild's log channel (set with /pool logchannel)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+
+if TYPE_CHECKING:
+    from bot.client import KlingBot
+
+log = logging.getLogger(__name__)
+
+
+async def post_log(
+    bot: KlingBot,
+    guild_id: int,
+    text: str,
+    *,
+    embed: discord.Embed | None = None,
+    view: discord.ui.View | None = None,
+    fallback_channel_id: int | None = None,
+) -> discord.Message | None:
+    """Post to the log channel (or `fallback_channel_id` when none is set); None if impossible."""
+    policy = await bot.service.policy.get(guild_id)
+    channel_id = policy.log_channel_id or fallback_channel_id
+    if not channel_id:
+        return None
+    channel = bot.get_partial_messageable(channel_id, guild_id=guild_id)
+    kwargs: dict[str, object] = {
+        "content": text,
+        "allowed_mentions": discord.AllowedMentions.none(),
+    }
+    if embed is not None:
+        kwargs["embed"] = embed
+    if view is not None:
+        kwargs["view"] = view
+    try:
+        return await channel.send(**kwargs)  # type: ignore[call-overload, no-any-return]
+    except discord.HTTPException as error:
+        log.warning("could not post to the log channel %s of %s: %s", channel_id, guild_id, error)
+        return None

@@ -1,0 +1,6 @@
+-- Approvals need the requester's roles as they were when asking (caps and draw rights depend on
+-- them), and the approval message's channel.
+
+ALTER TABLE jobs ADD COLUMN role_ids_json TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN approval_channel_id INTEGER;
+CREATE INDEX jobs_awaiting ON jobs (state, created_at_ms) WHERE state = 'awaiting_approval';
