@@ -18,6 +18,7 @@ import yarl
 from discord.ext import commands
 
 from bot.runtime import Runtime
+from bot.services.generation import ProviderIncident
 from bot.settings import Settings
 from storage import BotState
 
@@ -111,9 +112,21 @@ class KlingBot(commands.Bot):
         self.service.delivery = DiscordSink(self)
         self.status_messages = StatusMessages(self, self.config.status_edit_interval_s)
         self.service.notifier.subscribe(self.status_messages)
+        self.service.incident_handlers.append(self.report_incident)
         await self.runtime.start()
         if self.config.dev_guild_id:
             await sync_commands(self, guild_id=self.config.dev_guild_id)
+
+    async def report_incident(self, incident: ProviderIncident) -> None:
+        """Tell a guild's log channel, once per incident, that jobs moved to another provider."""
+        from cogs.modlog import post_log
+
+        await post_log(
+            self,
+            incident.guild_id,
+            f"⚠️ The video provider **{incident.provider}** refused new jobs ({incident.kind}:"
+            f" {incident.detail[:200]}). Waiting videos now go to **{incident.moved_to}**.",
+        )
 
     async def on_ready(self) -> None:
         log.info("connected to Discord as %s in %d guild(s)", self.user, len(self.guilds))

@@ -155,6 +155,11 @@ class Settings(BaseSettings):
     media_max_total_mb: int = Field(default=10_000, ge=1)
     status_edit_interval_s: float = Field(default=5.0, ge=0)
 
+    # Per-member limits in each guild (a guild's moderators may change them with /pool limits)
+    member_max_live_jobs: int = Field(default=2, ge=1, le=100)
+    member_max_queued_jobs: int = Field(default=5, ge=0, le=1000)
+    member_cooldown_s: int = Field(default=0, ge=0, le=86_400)
+
     # Providers
     local: LocalSettings = LocalSettings()
     pixeldojo: PixelDojoSettings = PixelDojoSettings()

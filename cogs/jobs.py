@@ -112,5 +112,43 @@ class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"
         await interaction.response.send_message("Deleted.", ephemeral=True)
 
 
+class Queue(commands.Cog):
+    def __init__(self, bot: KlingBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(
+        name="queue", description="Videos waiting for the provider in this server"
+    )
+    @app_commands.guild_only()
+    async def queue(self, interaction: discord.Interaction[Any]) -> None:
+        guild_id = interaction.guild_id or 0
+        waiting = await self.bot.service.jobs.queue_overview(guild_id)
+        everywhere = await self.bot.service.jobs.queue_overview()
+        live = sum(
+            1 for j in await self.bot.service.jobs.live_at_provider() if j.guild_id == guild_id
+        )
+        header = (
+            f"**{len(waiting)}** waiting here ({len(everywhere)} across all servers),"
+            f" **{live}** being made now."
+        )
+        moderator = await is_moderator(self.bot, interaction)
+        shown = waiting if moderator else [j for j in waiting if j.user_id == interaction.user.id]
+        lines = []
+        for job in shown[:20]:
+            position, eta_ms = await self.bot.service.position_and_eta(job)
+            who = f"<@{job.user_id}> · " if moderator else ""
+            eta = f" · expected {ts(eta_ms)}" if eta_ms else ""
+            lines.append(
+                f"#{position} `{job.id}` {who}{job.cost} credits · waiting since {ts(job.created_at_ms)}{eta}"
+            )
+        if not moderator:
+            header += f"\nYours: {len(shown)} waiting." if shown else "\nYou have nothing waiting."
+        text = header + ("\n" + "\n".join(lines) if lines else "")
+        if len(shown) > 20:
+            text += f"\n…and {len(shown) - 20} more."
+        await interaction.response.send_message(text[:1990], ephemeral=True)
+
+
 async def setup(bot: KlingBot) -> None:
     await bot.add_cog(Jobs(bot))
+    await bot.add_cog(Queue(bot))

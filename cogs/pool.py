@@ -209,6 +209,51 @@ class Pool(
         await self.reply(interaction, f"Done: {text}.")
         await self.log(interaction, text)
 
+    @app_commands.command(
+        name="limits", description="Per-member limits on running and waiting videos"
+    )
+    @app_commands.describe(
+        live="Videos a member may have at the provider at once",
+        queued="Videos a member may have waiting",
+        cooldown_s="Seconds between a member's requests (0: none)",
+        moderators_exempt="Moderators are not limited",
+    )
+    async def limits(
+        self,
+        interaction: discord.Interaction[Any],
+        live: app_commands.Range[int, 1, 100] | None = None,
+        queued: app_commands.Range[int, 0, 1000] | None = None,
+        cooldown_s: app_commands.Range[int, 0, 86_400] | None = None,
+        moderators_exempt: bool | None = None,
+    ) -> None:
+        values: dict[str, int | None] = {}
+        if live is not None:
+            values["member_max_live"] = live
+        if queued is not None:
+            values["member_max_queued"] = queued
+        if cooldown_s is not None:
+            values["member_cooldown_s"] = cooldown_s
+        if moderators_exempt is not None:
+            values["moderators_exempt"] = int(moderators_exempt)
+        policy = (
+            await self.bot.service.policy.set_values(
+                interaction.guild_id or 0, values, actor_id=interaction.user.id
+            )
+            if values
+            else await self.bot.service.policy.get(interaction.guild_id or 0)
+        )
+        config = self.bot.service.config
+        text = (
+            f"per member: {policy.member_max_live or config.member_max_live} at the provider,"
+            f" {policy.member_max_queued if policy.member_max_queued is not None else config.member_max_queued}"
+            " waiting, "
+            f"{policy.member_cooldown_s if policy.member_cooldown_s is not None else config.member_cooldown_s} s"
+            f" between requests; moderators {'exempt' if policy.moderators_exempt else 'limited too'}"
+        )
+        await self.reply(interaction, ("Done: " if values else "Limits: ") + text + ".")
+        if values:
+            await self.log(interaction, f"set member limits: {text}")
+
     @app_commands.command(name="freeze", description="Stop a member from making videos")
     async def freeze(
         self,

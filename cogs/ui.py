@@ -103,8 +103,8 @@ def status_embed(
     embed.add_field(name="Cost", value=f"{job.cost} credits from {payer_text(job)}")
     if job.state in (S.SUBMITTED, S.RUNNING) and job.submitted_at_ms:
         embed.add_field(name="Started", value=ts(job.submitted_at_ms))
-        if eta_ms is not None and eta_ms > now_ms:
-            embed.add_field(name="Expected", value=ts(eta_ms))
+    if job.state in (S.QUEUED, S.SUBMITTED, S.RUNNING) and eta_ms is not None and eta_ms > now_ms:
+        embed.add_field(name="Expected", value=ts(eta_ms))
     if job.state in (S.FAILED, S.REJECTED, S.DELIVERY_FAILED, S.EXPIRED) and job.error_message:
         embed.add_field(name="Why", value=clip(job.error_message, 1000), inline=False)
     embed.set_footer(text=f"job {job.id} · {job.provider}")

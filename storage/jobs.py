@@ -105,6 +105,9 @@ class Job:
     charged: int
     role_ids: tuple[int, ...]
     approval_channel_id: int | None
+    fair_round: int
+    limits_exempt: bool
+    topup_hold_id: int | None
 
     @property
     def is_final(self) -> bool:
@@ -112,13 +115,14 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
-        derived = ("request", "state", "provider_data", "role_ids")
+        derived = ("request", "state", "provider_data", "role_ids", "limits_exempt")
         values = {f.name: row[f.name] for f in fields(cls) if f.name not in derived}
         return cls(
             state=JobState(row["state"]),
             request=json.loads(row["request_json"]),
             provider_data=json.loads(row["provider_data_json"]),
             role_ids=tuple(json.loads(row["role_ids_json"])),
+            limits_exempt=bool(row["limits_exempt"]),
             **values,
         )
 
@@ -141,7 +145,23 @@ class NewJob:
     parent_job_id: str | None = None
     deadline_at_ms: int | None = None
     role_ids: tuple[int, ...] = ()
+    limits_exempt: bool = False
     id: str = field(default_factory=lambda: secrets.token_hex(6))
+
+
+@dataclass(frozen=True)
+class QueueCandidate:
+    job: Job
+    member_live: int  # the member's jobs at a provider right now
+    guild_max_live: int | None  # the guild's limit, if it set one
+
+
+@dataclass(frozen=True)
+class MemberActivity:
+    queued: int
+    live: int
+    last_request_ms: int | None
+    oldest_live_submitted_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -181,6 +201,8 @@ MUTABLE_COLUMNS = frozenset(
         "poll_count",
         "charged",
         "approval_channel_id",
+        "fair_round",
+        "topup_hold_id",
     }
 )
 
@@ -199,7 +221,11 @@ class JobStore:
                 "INSERT INTO jobs (id, guild_id, channel_id, user_id, interaction_id, state, provider,"
                 " request_json, cost, payer, hold_id, webhook_token, media_token,"
                 " upload_limit_bytes, parent_job_id, created_at_ms, updated_at_ms, deadline_at_ms,"
-                " role_ids_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING *",
+                " role_ids_json, limits_exempt, fair_round)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                "  (SELECT MAX((SELECT round FROM queue_clock), COALESCE((SELECT MAX(fair_round) + 1"
+                "   FROM jobs WHERE guild_id = ? AND user_id = ?"
+                "   AND state IN ('queued', 'submitted', 'running')), 0)))) RETURNING *",
                 (
                     new.id,
                     new.guild_id,
@@ -220,6 +246,9 @@ class JobStore:
                     now,
                     new.deadline_at_ms,
                     json.dumps(sorted(new.role_ids)),
+                    int(new.limits_exempt),
+                    new.guild_id,
+                    new.user_id,
                 ),
             )
             assert row is not None
@@ -311,24 +340,94 @@ class JobStore:
         )
         return int(row["n"]) if row else 0
 
-    async def next_queued(self, provider: str, *, now_ms: int, limit: int) -> list[Job]:
-        """Queued jobs for a provider that may be submitted now, oldest first."""
+    async def queue_candidates(
+        self, provider: str, *, now_ms: int, limit: int
+    ) -> list[QueueCandidate]:
+        """Queued jobs a provider may take now, in fair order, with their member's load."""
         rows = await self._db.fetchall(
-            "SELECT * FROM jobs WHERE state = 'queued' AND provider = ?"
-            " AND (next_poll_at_ms IS NULL OR next_poll_at_ms <= ?)"
-            " ORDER BY created_at_ms, id LIMIT ?",
+            "SELECT j.*,"
+            " (SELECT COUNT(*) FROM jobs AS l WHERE l.guild_id = j.guild_id"
+            "   AND l.user_id = j.user_id AND l.state IN ('submitted', 'running')) AS member_live,"
+            " (SELECT member_max_live FROM guild_policies AS g WHERE g.guild_id = j.guild_id)"
+            "   AS guild_max_live"
+            " FROM jobs AS j WHERE j.state = 'queued' AND j.provider = ?"
+            " AND (j.next_poll_at_ms IS NULL OR j.next_poll_at_ms <= ?)"
+            " ORDER BY j.fair_round, j.rowid LIMIT ?",
             (provider, now_ms, limit),
         )
-        return [Job.from_row(r) for r in rows]
+        return [
+            QueueCandidate(Job.from_row(r), r["member_live"], r["guild_max_live"]) for r in rows
+        ]
+
+    async def advance_queue_round(self, fair_round: int, *, tx: Tx) -> None:
+        """Remember the round of a job leaving the queue: newcomers start from it."""
+        await tx.execute("UPDATE queue_clock SET round = MAX(round, ?)", (fair_round,))
+
+    async def assign_round(self, job_id: str, *, tx: Tx) -> None:
+        """Give a job that (re-)enters the queue its member's next fair round."""
+        await tx.execute(
+            "UPDATE jobs SET fair_round = (SELECT MAX((SELECT round FROM queue_clock),"
+            " COALESCE((SELECT MAX(o.fair_round) + 1 FROM jobs AS o WHERE o.guild_id = jobs.guild_id"
+            "   AND o.user_id = jobs.user_id AND o.id <> jobs.id"
+            "   AND o.state IN ('queued', 'submitted', 'running')), 0))) WHERE id = ?",
+            (job_id,),
+        )
+
+    async def queue_positions(
+        self, provider: str, *, limit: int = 100_000
+    ) -> list[tuple[str, int]]:
+        """(job id, 1-based place) of a provider's queued jobs, in order."""
+        rows = await self._db.fetchall(
+            "SELECT id FROM jobs WHERE state = 'queued' AND provider = ?"
+            " ORDER BY fair_round, rowid LIMIT ?",
+            (provider, limit),
+        )
+        return [(r["id"], n) for n, r in enumerate(rows, start=1)]
+
+    async def queue_overview(self, guild_id: int | None = None) -> list[Job]:
+        """Every queued job (of one guild, or all), in fair order per provider."""
+        sql = "SELECT * FROM jobs WHERE state = 'queued'"
+        params: list[Any] = []
+        if guild_id is not None:
+            sql += " AND guild_id = ?"
+            params.append(guild_id)
+        sql += " ORDER BY provider, fair_round, rowid"
+        return [Job.from_row(r) for r in await self._db.fetchall(sql, params)]
+
+    async def member_activity(
+        self, guild_id: int, user_id: int, *, tx: Tx | None = None
+    ) -> MemberActivity:
+        """A member's waiting and running jobs in a guild, and their last request."""
+        sql = (
+            "SELECT"
+            " SUM(state IN ('queued', 'awaiting_approval')) AS queued,"
+            " SUM(state IN ('submitted', 'running')) AS live,"
+            " MAX(created_at_ms) AS last_ms,"
+            " MIN(CASE WHEN state IN ('submitted', 'running') THEN submitted_at_ms END) AS oldest_live_ms"
+            " FROM jobs WHERE guild_id = ? AND user_id = ?"
+        )
+        row = await (
+            tx.fetchone(sql, (guild_id, user_id))
+            if tx
+            else self._db.fetchone(sql, (guild_id, user_id))
+        )
+        if row is None:
+            return MemberActivity(0, 0, None, None)
+        return MemberActivity(
+            row["queued"] or 0, row["live"] or 0, row["last_ms"], row["oldest_live_ms"]
+        )
 
     async def queue_position(self, job: Job) -> int | None:
-        """1-based place of a queued job among its provider's queued jobs (None if not queued)."""
+        """1-based place of a queued job in its provider's fair order (None if not queued)."""
         if job.state is not JobState.QUEUED:
             return None
-        row = await self._db.fetchone(
-            "SELECT COUNT(*) AS ahead FROM jobs WHERE state = 'queued' AND provider = ?"
-            " AND (created_at_ms < ? OR (created_at_ms = ? AND id < ?))",
-            (job.provider, job.created_at_ms, job.created_at_ms, job.id),
+        row = await self._db.fetchone(  # two index ranges of jobs_queue: earlier rounds, then ties
+            "SELECT (SELECT COUNT(*) FROM jobs AS q WHERE q.state = 'queued'"
+            "   AND q.provider = me.provider AND q.fair_round < me.fair_round)"
+            " + (SELECT COUNT(*) FROM jobs AS q WHERE q.state = 'queued' AND q.provider = me.provider"
+            "   AND q.fair_round = me.fair_round AND q.rowid < me.rowid) AS ahead"
+            " FROM jobs AS me WHERE me.id = ?",
+            (job.id,),
         )
         return int(row["ahead"]) + 1 if row else 1
 

@@ -38,6 +38,10 @@ class PolicySnapshot:
     frozen_user_ids: frozenset[int] = frozenset()
     blocklist: tuple[BlockedPattern, ...] = ()
     allowed_channel_ids: frozenset[int] = frozenset()
+    member_max_live: int | None = None
+    member_max_queued: int | None = None
+    member_cooldown_s: int | None = None
+    moderators_exempt: bool = False
 
     def cap_for(self, role_ids: frozenset[int] | set[int]) -> int | None:
         """The member's daily pool cap: the most generous matching role cap, else the member cap."""
@@ -73,6 +77,10 @@ _POLICY_COLUMNS = frozenset(
         "approval_timeout_s",
         "log_channel_id",
         "moderator_role_id",
+        "member_max_live",
+        "member_max_queued",
+        "member_cooldown_s",
+        "moderators_exempt",
     }
 )
 
@@ -131,6 +139,10 @@ class GuildPolicy:
             frozen_user_ids=frozenset(r["user_id"] for r in frozen),
             blocklist=tuple(BlockedPattern(r["pattern"], bool(r["is_regex"])) for r in blocks),
             allowed_channel_ids=frozenset(r["channel_id"] for r in channels),
+            member_max_live=base["member_max_live"] if base else None,
+            member_max_queued=base["member_max_queued"] if base else None,
+            member_cooldown_s=base["member_cooldown_s"] if base else None,
+            moderators_exempt=bool(base["moderators_exempt"]) if base else False,
         )
 
     async def set(

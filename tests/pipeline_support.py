@@ -102,7 +102,14 @@ async def pipeline(
     adapters = providers(http)
     for adapter in adapters.values():
         await adapter.prepare_webhooks()
-    settings = {"poll_initial_s": 0.05, "poll_max_s": 0.2, "deadline_s": 60, **config}
+    settings = {
+        "poll_initial_s": 0.05,
+        "poll_max_s": 0.2,
+        "deadline_s": 60,
+        "polls_per_min": dict.fromkeys(adapters, 100_000),  # tests move many jobs quickly
+        "creates_per_min": dict.fromkeys(adapters, 100_000),
+        **config,
+    }
     sink = RecordingSink(tmp_path / "delivered")
     service = GenerationService(
         db=db,

@@ -29,9 +29,9 @@ def test_db_upgrade_then_audit(tmp_path: Path) -> None:
     db_path = tmp_path / "k.db"
     first = klingbot("db", "upgrade", db_path=db_path)
     assert first.returncode == 0, first.stderr
-    assert "Applied migrations 1, 2, 3, 4, 5, 6" in first.stdout
+    assert "Applied migrations 1, 2, 3, 4, 5, 6, 7" in first.stdout
     second = klingbot("db", "upgrade", db_path=db_path)
-    assert "up to date (schema version 6)" in second.stdout
+    assert "up to date (schema version 7)" in second.stdout
     audit = klingbot("ledger", "audit", db_path=db_path)
     assert audit.returncode == 0 and "result: OK" in audit.stdout
 

@@ -50,7 +50,7 @@ async def test_sigkill_at_random_points_leaves_a_consistent_ledger(tmp_path: Pat
         db = await Database.open(path)
         try:
             assert await db.migrate() == []  # already fully applied by open(): idempotent
-            assert await db.schema_version() == 6
+            assert await db.schema_version() == 7
             report = await Ledger(db).audit()
             assert report.ok, f"round {round_no}: {report.render()}"
             entries_seen.append(report.transfers)

@@ -35,7 +35,7 @@ STAGES = [
 @pytest.fixture
 async def double() -> AsyncIterator[EachLabsDouble]:
     async with EachLabsDouble() as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 async def start_worker(

@@ -20,14 +20,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
 from aiolimiter import AsyncLimiter
 
-from bot.errors import InvalidRequest, NotFound, NotPermitted, ServiceUnavailable, UserError
+from bot.errors import (
+    InvalidRequest,
+    NotFound,
+    NotPermitted,
+    PolicyRefusal,
+    ServiceUnavailable,
+    UserError,
+)
 from bot.pricing import PriceTable
 from bot.providers import (
     ErrorKind,
@@ -45,6 +53,7 @@ from bot.services.events import Notifier
 from bot.services.media import MediaStore
 from bot.services.metrics import Metrics
 from bot.services.policy import PolicyGate
+from bot.services.rates import CreateRate
 from bot.services.scheduler import Scheduler
 from bot.services.waiting import wait_event
 from bot.settings import Settings
@@ -59,7 +68,9 @@ from storage import (
     JobState,
     JobStore,
     Ledger,
+    LedgerError,
     NewJob,
+    PolicySnapshot,
     Tx,
 )
 from storage.ledger import SPEND, TransferKind
@@ -70,6 +81,7 @@ S = JobState
 LIVE = frozenset({S.SUBMITTED, S.RUNNING})
 CANCELLABLE = frozenset({S.AWAITING_APPROVAL, S.QUEUED, S.SUBMITTED, S.RUNNING})
 MAX_SUBMIT_ATTEMPTS = 5
+FAILOVER_AFTER_TRANSIENT = 3  # failed creates in a row before a job tries the next provider
 LATE_POLL_INTERVAL_S = 600.0
 SWEEP_INTERVAL_S = 60.0
 DEFAULT_RUN_MS = 240_000  # Kling v3 Pro typically takes 2-5 minutes
@@ -108,6 +120,17 @@ class Quote:
 
 
 @dataclass(frozen=True)
+class ProviderIncident:
+    """A provider refused creates (no funds, bad key, or down); jobs moved to another."""
+
+    provider: str
+    kind: str
+    detail: str
+    moved_to: str
+    guild_id: int
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     deadline_s: int = 3600
     late_grace_s: int = 6 * 3600
@@ -122,6 +145,10 @@ class PipelineConfig:
     max_concurrent: Mapping[str, int] = field(default_factory=dict)
     creates_per_min: Mapping[str, int] = field(default_factory=dict)
     polls_per_min: Mapping[str, int] = field(default_factory=dict)
+    provider_chain: tuple[str, ...] = ()
+    member_max_live: int = 2
+    member_max_queued: int = 5
+    member_cooldown_s: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -141,6 +168,10 @@ class PipelineConfig:
             max_concurrent={n: g.max_concurrent for n, g in groups.items()},
             creates_per_min={n: g.creates_per_min for n, g in groups.items()},
             polls_per_min={n: g.polls_per_min for n, g in groups.items()},
+            provider_chain=tuple(names),
+            member_max_live=settings.member_max_live_jobs,
+            member_max_queued=settings.member_max_queued_jobs,
+            member_cooldown_s=settings.member_cooldown_s,
         )
 
 
@@ -182,9 +213,11 @@ class GenerationService:
         self._poll_limits = {
             name: AsyncLimiter(self.config.polls_per_min.get(name, 300), 60) for name in providers
         }
-        self._create_limits = {
-            name: AsyncLimiter(self.config.creates_per_min.get(name, 60), 60) for name in providers
+        self.rates = {
+            name: CreateRate(self.config.creates_per_min.get(name, 60)) for name in providers
         }
+        self._incidents: dict[str, set[int]] = {}  # provider -> guilds told about its outage
+        self.incident_handlers: list[Callable[[ProviderIncident], Awaitable[None]]] = []
         self._dispatch_wake = asyncio.Event()
         self._submitting: dict[str, str] = {}  # job id -> provider, creates in flight
         self._completing: dict[str, asyncio.Task[None]] = {}
@@ -297,13 +330,18 @@ class GenerationService:
             parent_job_id=parent_job_id,
             deadline_at_ms=now + self.config.deadline_s * 1000,
             role_ids=tuple(sorted(requester.role_ids)),
+            limits_exempt=requester.is_moderator and snapshot.moderators_exempt,
         )
+
+        exempt = requester.is_moderator and snapshot.moderators_exempt
 
         async def reserve_and_record(tx: Tx) -> Receipt:
             if requester.interaction_id is not None:
                 existing = await self.jobs.find_by_interaction(requester.interaction_id, tx=tx)
                 if existing is not None:  # the same interaction again (double click, retry)
                     return Receipt(existing, existing.cost, existing.payer, 0, replayed=True)
+            if requester.guild_id and not exempt:
+                await self._check_member_limits(tx, requester, snapshot, quote.provider, now)
             if not requester.charge:
                 job = await self.jobs.create(new, tx=tx)
                 return Receipt(job, quote.cost, "none", 0)
@@ -347,6 +385,39 @@ class GenerationService:
             self._dispatch_wake.set()
         return receipt
 
+    async def _check_member_limits(
+        self, tx: Tx, requester: Requester, snapshot: PolicySnapshot, provider: str, now: int
+    ) -> None:
+        """Queued jobs and cooldown per member; a refusal names the limit and when it frees up."""
+        activity = await self.jobs.member_activity(requester.guild_id, requester.user_id, tx=tx)
+        cooldown_s = snapshot.member_cooldown_s
+        if cooldown_s is None:
+            cooldown_s = self.config.member_cooldown_s
+        if cooldown_s and activity.last_request_ms is not None:
+            ready_ms = activity.last_request_ms + cooldown_s * 1000
+            if now < ready_ms:
+                raise PolicyRefusal(
+                    "cooldown",
+                    f"This server asks members to wait {cooldown_s} s between videos.",
+                    resets_at_ms=ready_ms,
+                )
+        max_queued = snapshot.member_max_queued
+        if max_queued is None:
+            max_queued = self.config.member_max_queued
+        if activity.queued >= max_queued:
+            frees_ms = None
+            if activity.oldest_live_submitted_ms is not None:
+                frees_ms = max(
+                    now, activity.oldest_live_submitted_ms + await self.typical_run_ms(provider)
+                )
+            message = (
+                f"You already have {activity.queued} videos waiting, the most this server allows"
+                f" ({max_queued}); another can join when one of them starts."
+            )
+            if frees_ms is not None:
+                message += f" That should be <t:{frees_ms // 1000}:R>."
+            raise PolicyRefusal("queued_jobs", message)
+
     async def cancel(self, job_id: str, *, actor_id: int, is_moderator: bool = False) -> Job:
         """Cancel a job for its requester or a moderator; the hold is voided."""
         job = await self.jobs.find(job_id)
@@ -383,8 +454,12 @@ class GenerationService:
         """A queued job's place in line; a running job's expected finish (unix ms)."""
         position = await self.jobs.queue_position(job)
         eta_ms = None
+        run_ms = await self.typical_run_ms(job.provider)
         if job.state in LIVE and job.submitted_at_ms:
-            eta_ms = job.submitted_at_ms + await self.typical_run_ms(job.provider)
+            eta_ms = job.submitted_at_ms + run_ms
+        elif position is not None:
+            slots = max(1, self.config.max_concurrent.get(job.provider, 5))
+            eta_ms = self.clock.now_ms() + (1 + (position - 1) // slots) * run_ms
         return position, eta_ms
 
     async def typical_run_ms(self, provider: str) -> int:
@@ -426,6 +501,7 @@ class GenerationService:
                 detail=f"job {job.id}, {job.cost} credits",
                 tx=tx,
             )
+            await self.jobs.assign_round(job.id, tx=tx)  # joins the queue now, not when it asked
             return await self.jobs.transition(
                 job.id,
                 S.QUEUED,
@@ -567,37 +643,70 @@ class GenerationService:
                 log.exception("dispatcher round failed")
 
     async def _dispatch_once(self) -> None:
+        """Fill each provider's free slots from the queue, fairly between members."""
         now = self.clock.now_ms()
         for name in self.providers:
+            rate = self.rates[name]
+            if rate.paused_for_s > 0:
+                continue  # the vendor asked us to wait (429)
             limit = self.config.max_concurrent.get(name, 5)
             live = await self.jobs.count_at_provider(name)
             free = limit - live - sum(1 for p in self._submitting.values() if p == name)
             if free <= 0:
                 continue
-            for job in await self.jobs.next_queued(name, now_ms=now, limit=free):
+            taken: dict[tuple[int, int], int] = {}
+            for candidate in await self.jobs.queue_candidates(
+                name, now_ms=now, limit=free * 4 + 50
+            ):
+                job = candidate.job
                 if job.id in self._submitting:
                     continue
+                member = (job.guild_id, job.user_id)
+                max_live = candidate.guild_max_live or self.config.member_max_live
+                load = candidate.member_live + taken.get(member, 0)
+                if job.guild_id and not job.limits_exempt and load >= max_live:
+                    continue  # this member's live jobs are at their limit; others go first
+                taken[member] = taken.get(member, 0) + 1
                 self._submitting[job.id] = name
                 self._spawn(self._submit(job), f"submit-{job.id}")
+                free -= 1
+                if free == 0:
+                    break
+            if taken:
+                await self._publish_positions(name)
+
+    async def _publish_positions(self, provider: str, *, first: int = 25) -> None:
+        """The queue moved: let the front of the line see its new place."""
+        for job_id, _ in await self.jobs.queue_positions(provider, limit=first):
+            job = await self.jobs.find(job_id)
+            if job is not None:
+                self.notifier.publish(job, "position")
 
     async def _submit(self, job: Job) -> None:
         try:
             name, provider = self.provider_for(job.provider)
-            async with self._create_limits[name]:
-                now = self.clock.now_ms()
-                if job.deadline_at_ms is not None and now >= job.deadline_at_ms:
-                    await self._settle(job, S.EXPIRED, frozenset({S.QUEUED}), expire=True)
-                    return
-                try:
-                    job = await self.jobs.transition(
-                        job.id,
-                        S.SUBMITTED,
-                        from_states=frozenset({S.QUEUED}),
-                        submit_attempts=job.submit_attempts + 1,
-                        submitted_at_ms=now,
-                    )
-                except IllegalTransition:
-                    return  # cancelled (or taken) meanwhile
+            await self.rates[name].acquire()
+            now = self.clock.now_ms()
+            if job.deadline_at_ms is not None and now >= job.deadline_at_ms:
+                await self._settle(job, S.EXPIRED, frozenset({S.QUEUED}), expire=True)
+                return
+
+            async def leave_queue(tx: Tx) -> Job:
+                moved = await self.jobs.transition(
+                    job.id,
+                    S.SUBMITTED,
+                    from_states=frozenset({S.QUEUED}),
+                    submit_attempts=job.submit_attempts + 1,
+                    submitted_at_ms=now,
+                    tx=tx,
+                )
+                await self.jobs.advance_queue_round(moved.fair_round, tx=tx)
+                return moved
+
+            try:
+                job = await self.db.write(leave_queue)
+            except IllegalTransition:
+                return  # cancelled (or taken) meanwhile
             self.notifier.publish(job, "submitted")
             request = VideoRequest.model_validate(job.request)
             started = time.perf_counter()
@@ -608,6 +717,8 @@ class GenerationService:
                 await self._submit_failed(job, error)
                 return
             self._observe(name, "submit", started)
+            self.rates[name].succeeded()
+            self._incidents.pop(name, None)  # the provider works again
             job = await self.jobs.update(
                 job.id,
                 provider_job_id=submission.job.id,
@@ -631,19 +742,114 @@ class GenerationService:
             self.scheduler.schedule(job.id, job.deadline_at_ms or now)
             log.warning("create for job %s has an unknown outcome: %s", job.id, error.detail)
             return
+        if error.kind is ErrorKind.RATE_LIMITED:
+            # slow this provider down; the job keeps its place and is never failed for it
+            self.rates[job.provider].throttled(error.retry_after_s)
+            await self._requeue(job, error, self.rates[job.provider].paused_for_s)
+            return
+        vendor_down = error.kind in (ErrorKind.OUT_OF_FUNDS, ErrorKind.AUTH)
+        flaky = (
+            error.kind is ErrorKind.TRANSIENT and job.submit_attempts >= FAILOVER_AFTER_TRANSIENT
+        )
+        if (vendor_down or flaky) and await self._failover(job, error):
+            return
         if error.retryable and job.submit_attempts < MAX_SUBMIT_ATTEMPTS:
             wait_s = error.retry_after_s or min(300.0, 10.0 * 2 ** (job.submit_attempts - 1))
-            await self.jobs.transition(
-                job.id,
-                S.QUEUED,
-                from_states=frozenset({S.SUBMITTED}),
-                next_poll_at_ms=now + int(wait_s * 1000),
-                error_kind=error.kind.value,
-                error_message=error.detail[:500],
-                detail=f"create refused ({error.kind.value}); retrying in {wait_s:.0f}s",
-            )
+            await self._requeue(job, error, wait_s)
             return
         await self._fail(job, error)
+
+    async def _requeue(self, job: Job, error: ProviderError, wait_s: float) -> None:
+        await self.jobs.transition(
+            job.id,
+            S.QUEUED,
+            from_states=frozenset({S.SUBMITTED}),
+            next_poll_at_ms=self.clock.now_ms() + int(wait_s * 1000),
+            error_kind=error.kind.value,
+            error_message=error.detail[:500],
+            detail=f"create refused ({error.kind.value}); trying again in {wait_s:.0f}s",
+        )
+
+    async def _failover(self, job: Job, error: ProviderError) -> bool:
+        """Move a job whose create failed to the next configured provider that can make it."""
+        chain = list(self.config.provider_chain) or [self.default_provider]
+        if job.provider not in chain:
+            return False
+        request = VideoRequest.model_validate(job.request)
+        for name in chain[chain.index(job.provider) + 1 :]:
+            adapter = self.providers.get(name)
+            if adapter is None or adapter.capabilities.problems(request):
+                continue
+            cost = self.pricing.quote(adapter.capabilities.resolve(request), name)
+            try:
+                moved = await self.db.write(
+                    partial(self._move_job, job=job, provider=name, cost=cost, error=error)
+                )
+            except LedgerError as refusal:
+                log.info("job %s cannot move to %s: %s", job.id, name, refusal)
+                continue
+            self.notifier.publish(moved, "failover")
+            await self._report_incident(job, error, name)
+            self._dispatch_wake.set()
+            return True
+        return False
+
+    async def _move_job(
+        self, tx: Tx, job: Job, provider: str, cost: int, error: ProviderError
+    ) -> Job:
+        """Requeue on another provider at its price: the same hold, topped up if it costs more."""
+        held = 0
+        if job.hold_id is not None:
+            hold, _ = await self.ledger.hold(job.hold_id, tx=tx)
+            held = hold.amount
+        changes: dict[str, Any] = {}
+        if job.hold_id is not None and cost > held and job.topup_hold_id is None:
+            payer = self._payer_account(job)
+            topup = await self.ledger.reserve(
+                key=f"topup:{job.id}:{provider}",
+                payer=payer,
+                amount=cost - held,
+                job_id=job.id,
+                user_id=job.user_id,
+                reason="failover",
+                tx=tx,
+            )
+            changes["topup_hold_id"] = topup.id
+        return await self.jobs.transition(
+            job.id,
+            S.QUEUED,
+            from_states=frozenset({S.SUBMITTED}),
+            provider=provider,
+            cost=cost,
+            submit_attempts=0,
+            next_poll_at_ms=None,
+            provider_job_id=None,
+            error_kind=error.kind.value,
+            error_message=error.detail[:500],
+            detail=f"moved from {job.provider} to {provider} ({error.kind.value})",
+            tx=tx,
+            **changes,
+        )
+
+    async def _report_incident(self, job: Job, error: ProviderError, moved_to: str) -> None:
+        """Tell each affected guild once per provider incident, not once per job."""
+        told = self._incidents.setdefault(job.provider, set())
+        if job.guild_id in told:
+            return
+        told.add(job.guild_id)
+        incident = ProviderIncident(
+            job.provider, error.kind.value, error.detail[:300], moved_to, job.guild_id
+        )
+        for handler in list(self.incident_handlers):
+            try:
+                await handler(incident)
+            except Exception:
+                log.exception("incident handler failed")
+
+    def _payer_account(self, job: Job) -> AccountRef:
+        if job.payer == "pool":
+            return AccountRef.pool(job.guild_id)
+        return AccountRef.member(job.guild_id, job.user_id)
 
     def _webhook_url(self, job: Job) -> str | None:
         provider = self.providers[job.provider]
@@ -738,6 +944,7 @@ class GenerationService:
                 )
             except IllegalTransition:
                 return  # someone else recorded the outcome (webhook and poll racing)
+            self._dispatch_wake.set()  # a slot at the provider is free again
             if job.submitted_at_ms:
                 self.metrics.job_seconds.labels(job.provider).observe(
                     (job.finished_at_ms or 0) / 1000 - job.submitted_at_ms / 1000
@@ -797,16 +1004,19 @@ class GenerationService:
                 tx=tx,
                 **changes,
             )
-            if moved.hold_id is not None:
+            for hold_id in (moved.hold_id, moved.topup_hold_id):
+                if hold_id is None:
+                    continue
                 with contextlib.suppress(HoldAlreadyResolved):
                     if expire:
-                        await self.ledger.expire(moved.hold_id, tx=tx)
+                        await self.ledger.expire(hold_id, tx=tx)
                     else:
-                        await self.ledger.void(moved.hold_id, reason=void_reason or "void", tx=tx)
+                        await self.ledger.void(hold_id, reason=void_reason or "void", tx=tx)
             return moved
 
         settled = await self.db.write(run)
         self.notifier.publish(settled, to_state.value)
+        self._dispatch_wake.set()  # a slot (or a member's live allowance) may be free now
         return settled
 
     async def _fail(
@@ -944,7 +1154,12 @@ class GenerationService:
 
             async def run(tx: Tx) -> Job:
                 post = await self.ledger.capture(hold.id, min(job.cost, hold.amount), tx=tx)
-                return await self.jobs.update(job.id, charged=post.amount, tx=tx)
+                charged = post.amount
+                if job.topup_hold_id is not None:  # a failover to a pricier provider
+                    topup, _ = await self.ledger.hold(job.topup_hold_id, tx=tx)
+                    extra = max(0, min(job.cost - charged, topup.amount))
+                    charged += (await self.ledger.capture(topup.id, extra, tx=tx)).amount
+                return await self.jobs.update(job.id, charged=charged, tx=tx)
 
             return await self.db.write(run)
         if job.charged:

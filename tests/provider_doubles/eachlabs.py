@@ -95,9 +95,13 @@ class EachLabsDouble(VendorDouble):
     name = "eachlabs"
     id_prefix = "pred-"
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_live: int | None = None) -> None:
         super().__init__(default_script=["created", "queued", "running", "succeeded"])
         self.api_key = API_KEY
+        self.max_live = max_live  # like the real key: more concurrent jobs than this get a 429
+        self.peak_live = 0
+        self.throttled = 0
+        self.create_order: list[str] = []  # job ids in the order they were created
 
     @property
     def api_base(self) -> str:
@@ -110,6 +114,12 @@ class EachLabsDouble(VendorDouble):
             ("GET", "/v1/prediction/{id}", self.get),
             ("POST", "/v1/prediction/{id}/cancel", self.cancel),
         ]
+
+    def live(self) -> int:
+        """Jobs the vendor is still working on."""
+        return sum(
+            1 for job in self.jobs.values() if job.state not in ("succeeded", "failed", "cancelled")
+        )
 
     def _error(self, status: int, message: str, details: Any = None) -> web.Response:
         return self.json({"status": "error", "message": message, "details": details}, status)
@@ -131,10 +141,20 @@ class EachLabsDouble(VendorDouble):
         problems += [f"unknown top-level field {k}" for k in extra]
         if problems:
             return self._error(400, "Invalid input", problems)
+        if self.max_live is not None and self.live() >= self.max_live:
+            self.throttled += 1
+            return web.Response(
+                status=429,
+                text=json.dumps({"status": "error", "message": "Too many concurrent predictions"}),
+                content_type="application/json",
+                headers={"Retry-After": "1"},
+            )
         job = FakeJob(
             self.new_id(), body, list(self.default_script), webhook_url=body.get("webhook_url")
         )
         self.jobs[job.id] = job
+        self.create_order.append(job.id)
+        self.peak_live = max(self.peak_live, self.live())
         return self.json(
             {
                 "status": "success",
