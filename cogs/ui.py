@@ -111,13 +111,17 @@ def status_embed(
     return embed
 
 
+LOCAL_PREVIEW = "Local preview render, not AI-generated (KLINGBOT_PROVIDER=local)."
+
+
 def result_embed(job: Job, *, note: str | None = None) -> discord.Embed:
     request = request_of(job)
+    title = "🧪 Your preview is ready" if job.provider == "local" else "🎬 Your video is ready"
     embed = discord.Embed(
-        title="🎬 Your video is ready",
-        description=prompt_text(request, 3500),
-        colour=discord.Colour.green(),
+        title=title, description=prompt_text(request, 3500), colour=discord.Colour.green()
     )
+    if job.provider == "local":
+        note = f"{LOCAL_PREVIEW} {note}" if note else LOCAL_PREVIEW
     embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
     embed.add_field(name="Options", value=options_line(request))
     embed.add_field(name="Provider", value=job.provider)

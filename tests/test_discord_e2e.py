@@ -303,3 +303,105 @@ async def test_credits_and_jobs_commands(tmp_path: Path, double: DiscordDouble) 
         )
         await other.wait_ack()
         assert "can no longer be cancelled" in await reply_text(other)
+
+
+async def test_multishot_remix_confirm_and_delete(tmp_path: Path, double: DiscordDouble) -> None:
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        await run.fund(ALICE, 500)
+        # /multishot: options first, then a form of "seconds: prompt" shots
+        opened = await double.invoke(
+            "multishot", {"duration": 8}, user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
+        )
+        await opened.wait_ack()
+        assert opened.modal is not None
+        bad = await double.submit_modal(
+            opened, opened.modal["custom_id"], {"shot_1": "3 a fox"}, user_id=ALICE
+        )
+        assert "must start with its length in seconds" in await reply_text(bad)
+        opened = await double.invoke(
+            "multishot", {"duration": 8}, user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
+        )
+        await opened.wait_ack()
+        assert opened.modal is not None
+        sent = await double.submit_modal(
+            opened,
+            opened.modal["custom_id"],
+            {"shot_1": "3: a fox wakes up", "shot_2": "5: the fox runs across the snow"},
+            user_id=ALICE,
+        )
+        assert "64 credits" in await reply_text(sent)
+        shots_job = await run.wait_state((await run.only_job()).id, JobState.DELIVERED)
+        assert [s["duration_s"] for s in shots_job.request["shots"]] == [3, 5]
+        result = await run.result_message(shots_job)
+        assert result.embeds[0]["title"].startswith("🧪") and "not AI-generated" in str(
+            result.embeds[0]
+        )
+        # Remix: a form prefilled with the shots; the new job is a child of the first
+        remix = await double.click(
+            result.id, f"kb:remix:{shots_job.id}", user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
+        )
+        await remix.wait_ack()
+        assert remix.modal is not None
+        fields = str(remix.modal)
+        assert "3: a fox wakes up" in fields
+        remixed = await double.submit_modal(
+            remix,
+            remix.modal["custom_id"],
+            {
+                "shot_1": "4: a fox yawns",
+                "shot_2": "4: the fox sleeps",
+                "negative_prompt": "blurry",
+            },
+            user_id=ALICE,
+        )
+        assert "Queued as job" in await reply_text(remixed)
+        child = next(
+            j
+            for j in await run.service.jobs.by_user(GUILD, ALICE)
+            if j.parent_job_id == shots_job.id
+        )
+        assert (
+            child.request["negative_prompt"] == "blurry"
+            and child.request["shots"][0]["prompt"] == "a fox yawns"
+        )
+        # Delete: only the requester or a moderator
+        refused = await double.click(
+            result.id, f"kb:delete:{shots_job.id}", user_id=BOB, guild_id=GUILD, channel_id=CHANNEL
+        )
+        assert "Only the member who asked" in await reply_text(refused)
+        deleted = await double.click(
+            result.id,
+            f"kb:delete:{shots_job.id}",
+            user_id=ALICE,
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+        )
+        assert "Deleted" in await reply_text(deleted)
+        assert all(m.id != result.id for m in double.messages(CHANNEL))
+        # Confirm step above the server's threshold: nothing is held until Confirm
+        await run.service.policy.set(GUILD, actor_id=MOD, confirm_threshold=30)
+        before = await run.available(ALICE)
+        ask = await run.video(prompt="an expensive fox", duration=5)
+        assert "costs **40 credits**. Go ahead?" in await reply_text(ask)
+        assert await run.available(ALICE) == before
+        prompt_message = double.message(ask.responses[-1].message_id or 0)
+        confirm_id = prompt_message.components[0]["components"][0]["custom_id"]
+        clicks = await asyncio.gather(  # a double click: both arrive before the buttons go away
+            *(
+                double.click(
+                    prompt_message.id, confirm_id, user_id=ALICE, guild_id=GUILD, channel_id=CHANNEL
+                )
+                for _ in range(2)
+            )
+        )
+        await asyncio.gather(*(c.wait_ack() for c in clicks))
+        assert await run.available(ALICE) == before - 40, "the second click held nothing more"
+
+
+async def test_commands_sync_only_when_they_changed(tmp_path: Path, double: DiscordDouble) -> None:
+    settings = make_settings(tmp_path)
+    for _ in range(2):
+        async with running_bot(double, settings):
+            pass
+    puts = [r for r in double.requests if r.method == "PUT" and r.path.endswith("/commands")]
+    assert len(puts) == 1, "the second start found the same definitions and did not sync"
