@@ -161,8 +161,9 @@ async def post_status_message(bot: KlingBot, job_id: str) -> None:
     except discord.HTTPException as error:
         log.warning("no status message for %s in %s: %s", job.id, job.channel_id, error)
         return
-    await bot.service.jobs.update(job.id, status_message_id=message.id)
-    await bot.status_messages.refresh(job.id)  # it may have moved on while we were posting
+    moved = await bot.service.jobs.update(job.id, status_message_id=message.id)
+    if (moved.state, moved.progress_pct) != (job.state, job.progress_pct):
+        await bot.status_messages.refresh(job.id)  # it moved on while we were posting
 
 
 class Generate(commands.Cog):

@@ -150,6 +150,13 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class WebhookTarget:
+    job_id: str
+    provider: str
+    provider_job_id: str | None
+
+
+@dataclass(frozen=True)
 class QueueCandidate:
     job: Job
     member_live: int  # the member's jobs at a provider right now
@@ -321,9 +328,19 @@ class JobStore:
         row = await (tx.fetchone(sql, (job_id,)) if tx else self._db.fetchone(sql, (job_id,)))
         return Job.from_row(row) if row else None
 
-    async def find_by_webhook_token(self, token: str) -> Job | None:
-        row = await self._db.fetchone("SELECT * FROM jobs WHERE webhook_token = ?", (token,))
-        return Job.from_row(row) if row else None
+    async def webhook_target(self, token: str) -> WebhookTarget | None:
+        """Which job a webhook URL's token belongs to (a light lookup for the webhook handler)."""
+        row = await self._db.fetchone(
+            "SELECT id, provider, provider_job_id FROM jobs WHERE webhook_token = ?", (token,)
+        )
+        return WebhookTarget(row["id"], row["provider"], row["provider_job_id"]) if row else None
+
+    async def unfinished_ids(self) -> set[str]:
+        """Ids of every job not in a final state (cheaper than loading the rows)."""
+        final = sorted(s.value for s in FINAL_STATES)
+        marks = ",".join("?" for _ in final)
+        rows = await self._db.fetchall(f"SELECT id FROM jobs WHERE state NOT IN ({marks})", final)
+        return {r["id"] for r in rows}
 
     async def find_by_interaction(self, interaction_id: int, *, tx: Tx | None = None) -> Job | None:
         sql = "SELECT * FROM jobs WHERE interaction_id = ? ORDER BY created_at_ms LIMIT 1"

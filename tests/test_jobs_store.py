@@ -33,7 +33,9 @@ async def test_create_and_read_back(jobs: JobStore) -> None:
     assert again == job
     assert job.state is S.QUEUED and job.request == {"prompt": "a fox", "duration_s": 5}
     assert len(job.webhook_token) >= 32 and job.webhook_token != job.media_token
-    assert await jobs.find_by_webhook_token(job.webhook_token) == job
+    target = await jobs.webhook_target(job.webhook_token)
+    assert target is not None and (target.job_id, target.provider) == (job.id, "local")
+    assert await jobs.webhook_target("no-such-token") is None
 
 
 async def test_happy_path_and_event_log(jobs: JobStore) -> None:

@@ -31,4 +31,3 @@ def test_prune_by_age_and_size_keeping_unfinished_jobs(tmp_path: Path) -> None:
     assert set(removed) == {old, oldest_recent}  # too old; then oldest until under 2500 bytes
     assert old_but_live.exists() and middle.exists() and newest.exists()
     assert store.prune(keep={"bbbbbbbbbbbb"}) == []
-

@@ -596,7 +596,7 @@ class GenerationService:
     ) -> tuple[int, str]:
         """Verify and record a webhook; return (HTTP status, short reason). Work happens later."""
         provider = self.providers.get(provider_name)
-        job = await self.jobs.find_by_webhook_token(token) if provider else None
+        job = await self.jobs.webhook_target(token) if provider else None
         if provider is None or job is None or job.provider != provider_name:
             self.metrics.webhooks.labels(provider_name[:20], "unknown_job").inc()
             return 404, "unknown job"
@@ -605,7 +605,7 @@ class GenerationService:
         except WebhookError as error:
             result = "forged" if error.http_status == 401 else "malformed"
             self.metrics.webhooks.labels(provider_name, result).inc()
-            log.warning("webhook for job %s refused (%s): %s", job.id, result, error.detail)
+            log.warning("webhook for job %s refused (%s): %s", job.job_id, result, error.detail)
             return error.http_status, error.detail
         if (
             event.provider_job_id
@@ -615,21 +615,23 @@ class GenerationService:
             self.metrics.webhooks.labels(provider_name, "mismatch").inc()
             return 400, "webhook is for another provider job"
         state = event.status.state.value if event.status else "hint"
-        key = event.delivery_id or f"{job.id}:{state}"
-        if not await self.jobs.record_webhook(provider_name, key, job.id):
+        key = event.delivery_id or f"{job.job_id}:{state}"
+        if not await self.jobs.record_webhook(provider_name, key, job.job_id):
             self.metrics.webhooks.labels(provider_name, "duplicate").inc()
             return 200, "duplicate"
         self.metrics.webhooks.labels(provider_name, "accepted").inc()
         if event.provider_job_id and not job.provider_job_id:
-            self._spawn(self._adopt_provider_job(job, event.provider_job_id), f"adopt-{job.id}")
+            self._spawn(
+                self._adopt_provider_job(job.job_id, event.provider_job_id), f"adopt-{job.job_id}"
+            )
         else:
-            self.scheduler.poke(job.id)
+            self.scheduler.poke(job.job_id)
         return 200, "ok"
 
-    async def _adopt_provider_job(self, job: Job, provider_job_id: str) -> None:
+    async def _adopt_provider_job(self, job_id: str, provider_job_id: str) -> None:
         """A webhook told us the id of a job whose create got no answer: track it now."""
-        await self.jobs.update(job.id, provider_job_id=provider_job_id)
-        self.scheduler.poke(job.id)
+        await self.jobs.update(job_id, provider_job_id=provider_job_id)
+        self.scheduler.poke(job_id)
 
     # -- dispatch: queued → submitted --------------------------------------------------------------
 
@@ -1262,7 +1264,7 @@ class GenerationService:
                 with contextlib.suppress(IllegalTransition):
                     await self._settle(job, S.EXPIRED, frozenset({S.QUEUED}), expire=True)
         await self.lapse_approvals()
-        keep = {j.id for j in await self.jobs.unfinished()}
+        keep = await self.jobs.unfinished_ids()
         removed = await asyncio.to_thread(self.media.prune, keep)
         if removed:
             log.info("media retention removed %d files", len(removed))

@@ -62,11 +62,11 @@ class Scheduler:
             self._wake.set()
 
     def poke(self, key: str) -> None:
-        """Run `key` as soon as possible."""
+        """Run `key` as soon as possible, ahead of anything merely overdue."""
         if key in self._running:
             self._again.add(key)
             return
-        self.schedule(key, self._clock.now_ms())
+        self.schedule(key, 0)
 
     def discard(self, key: str) -> None:
         self._due.pop(key, None)
