@@ -18,6 +18,7 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot.ack_first import AckFirst
 from bot.runtime import Runtime
 from bot.services.generation import ProviderIncident
 from bot.settings import Settings
@@ -98,6 +99,7 @@ class KlingBot(commands.Bot):
         self.service = runtime.service
         self.config = config
         self.state = BotState(runtime.db)
+        self.ack_first = AckFirst()
         self.start_pipeline = start_pipeline
 
     async def setup_hook(self) -> None:

@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.ack_first import AckFirst
 from bot.errors import InvalidRequest, NotFound, NotPermitted
 from bot.services.generation import Receipt
 from cogs.checks import requester_of
@@ -66,9 +67,13 @@ async def answer(interaction: discord.Interaction[Any], work: Awaitable[Reply]) 
     """Acknowledge at once (Discord allows 3 s), then send the result privately.
 
     Checking, pricing and holding credits touch the database; deferring first keeps the
-    acknowledgement fast however many members ask at the same moment.
+    acknowledgement fast however many members ask at the same moment; the work then waits for
+    the acknowledgements still in flight (bot/ack_first.py).
     """
-    await interaction.response.defer(ephemeral=True, thinking=True)
+    gate = getattr(interaction.client, "ack_first", None) or AckFirst()
+    async with gate.acknowledging():
+        await interaction.response.defer(ephemeral=True, thinking=True)
+    await gate.wait_turn()
     reply = await work
     extra: dict[str, Any] = {"view": reply.view} if reply.view is not None else {}
     await interaction.followup.send(reply.text, ephemeral=True, **extra)

@@ -1,0 +1,101 @@
+"""The bot that bench/interactions.py measures: KlingBot plus two baseline commands, runnable in
+the benchmark's process or in a process of its own.
+
+    python -m bench._ping_bot DIR VENDOR_URL API_BASE GATEWAY_URL
+
+runs it against the Discord double at API_BASE/GATEWAY_URL and the EachLabs double at
+VENDOR_URL, with its database and media under DIR (the settings of `bot_settings`), until
+SIGTERM. It prints one JSON line, {"pid": ...}, once the runtime is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import discord
+from discord import app_commands
+from pydantic import SecretStr
+
+from bot.client import FrontConfig, KlingBot
+from bot.discord_cli import NotConnectedSink
+from bot.runtime import Runtime, open_runtime
+from bot.settings import EachLabsSettings, Settings
+from storage import OffsetClock
+from tests.discord_double import patch_discord_py
+from tests.e2e_support import TOKEN, make_settings
+from tests.provider_doubles.eachlabs import API_KEY
+
+
+class PingBot(KlingBot):
+    """KlingBot plus two no-op commands, added before setup_hook syncs the commands: /ping
+    answers at once; /pingdefer has /video's shape (defer, then the answer as a followup)."""
+
+    async def setup_hook(self) -> None:
+        @app_commands.command(name="ping", description="Answer at once (benchmark baseline)")
+        async def ping(interaction: discord.Interaction[Any]) -> None:
+            await interaction.response.send_message("pong", ephemeral=True)
+
+        @app_commands.command(name="pingdefer", description="Defer, then answer (baseline)")
+        async def pingdefer(interaction: discord.Interaction[Any]) -> None:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await interaction.followup.send("pong", ephemeral=True)
+
+        self.tree.add_command(ping)
+        self.tree.add_command(pingdefer)
+        await super().setup_hook()
+
+
+def bot_settings(data_dir: Path, vendor_url: str) -> Settings:
+    """The end-to-end settings with EachLabs (at `vendor_url`) and the shipped poll pacing."""
+    return make_settings(
+        data_dir,
+        provider="eachlabs",
+        eachlabs=EachLabsSettings(api_key=SecretStr(API_KEY), base_url=vendor_url),
+        poll_initial_interval_s=5.0,
+        poll_max_interval_s=60.0,
+        status_edit_interval_s=5.0,
+    )
+
+
+@asynccontextmanager
+async def running_ping_bot(settings: Settings) -> AsyncIterator[tuple[PingBot, Runtime]]:
+    """Open the runtime and log PingBot in (discord.py must already point at the double)."""
+    async with open_runtime(settings, delivery=NotConnectedSink(), clock=OffsetClock()) as runtime:
+        bot = PingBot(runtime, FrontConfig.from_settings(settings), guild_ready_timeout=0.1)
+        task = asyncio.create_task(bot.start(TOKEN))
+        try:
+            yield bot, runtime
+        finally:
+            await bot.close()
+            await asyncio.wait_for(task, 15)
+
+
+async def serve(data_dir: Path, vendor_url: str, api_base: str, gateway_url: str) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    target = _Target(api_base, gateway_url)
+    with patch_discord_py(target):  # type: ignore[arg-type]
+        async with running_ping_bot(bot_settings(data_dir, vendor_url)):
+            print(json.dumps({"pid": os.getpid()}), flush=True)
+            await stop.wait()
+
+
+class _Target:
+    """What `patch_discord_py` reads of a double: where its REST API and gateway listen."""
+
+    def __init__(self, api_base: str, gateway_url: str) -> None:
+        self.api_base = api_base
+        self.gateway_url = gateway_url
+
+
+if __name__ == "__main__":
+    directory, vendor, api, gateway = sys.argv[1:5]
+    asyncio.run(serve(Path(directory), vendor, api, gateway))
