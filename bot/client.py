@@ -7,7 +7,6 @@ Discord delivery sink and status messages into the pipeline, starts the pipeline
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -119,9 +118,9 @@ class KlingBot(commands.Bot):
         await self.runtime.start()
         if self.config.dev_guild_id:
             await sync_commands(self, guild_id=self.config.dev_guild_id)
-        # Everything built so far lives as long as the bot: keep it out of the garbage
-        # collector's scans, which otherwise pause the event loop for 100+ ms under load.
-        gc.freeze()
+        # Most of what exists now lives as long as the bot: keep it out of the collector's
+        # scans (bot/gc_pacer.py; the runtime repeats this every few minutes).
+        self.runtime.gc_pacer.refreeze()
 
     async def report_incident(self, incident: ProviderIncident) -> None:
         """Tell a guild's log channel, once per incident, that jobs moved to another provider."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
+from bot.gc_pacer import GcPacer
 from bot.pricing import PriceTable
 from bot.providers import ProviderError, ProviderHttp, VideoProvider, build_provider
 from bot.services.delivery import DeliverySink
@@ -36,13 +37,16 @@ class Runtime:
     providers: dict[str, VideoProvider]
     service: GenerationService
     web: WebServer | None
+    gc_pacer: GcPacer = field(default_factory=GcPacer)
 
     async def start(self) -> None:
         await self.service.start()
         if self.web is not None:
             await self.web.start()
+        self.gc_pacer.start()
 
     async def stop(self) -> None:
+        await self.gc_pacer.stop()
         self.service.accepting = False
         if self.web is not None:
             await self.web.stop()

@@ -8,6 +8,10 @@ durable. Each write runs in its own SAVEPOINT (or is a single statement, which S
 by itself), so one refused write never undoes another in the same batch.
 
 Reads go through a separate connection and see only committed data (WAL).
+
+WAL checkpoints run in the background on a connection of their own (PASSIVE, every
+`checkpoint_interval_s`), not inside a commit: SQLite's automatic checkpoint would otherwise
+make every few hundred commits wait while the WAL is copied into the database file.
 """
 
 from __future__ import annotations
@@ -61,6 +65,20 @@ class Tx:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        self._after: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the transaction has ended (committed or not): for dropping
+        cached copies of what the write changed, which is safe either way but only after."""
+        self._after.append(callback)
+
+    def run_after_commit(self) -> None:
+        callbacks, self._after = self._after, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("an after-commit callback failed")
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return list(await self._conn.execute_fetchall(sql, params))
@@ -102,6 +120,8 @@ class Database:
         self._reader = reader
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
@@ -113,6 +133,7 @@ class Database:
         busy_timeout_ms: int = 10_000,
         durable: bool = True,
         migrate: bool = True,
+        checkpoint_interval_s: float | None = 1.0,
     ) -> Database:
         """Open (creating if needed) the database at `path` and apply pending migrations."""
         path = str(path)
@@ -134,6 +155,12 @@ class Database:
             await reader.close()
             raise
         db._task = asyncio.get_running_loop().create_task(db._run_writer(), name="db-writer")
+        if path != ":memory:" and checkpoint_interval_s is not None:
+            try:
+                await db._start_checkpoints(busy_timeout_ms, durable, checkpoint_interval_s)
+            except BaseException:
+                await db.close()
+                raise
         return db
 
     async def __aenter__(self) -> Database:
@@ -147,6 +174,12 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         if self._task is not None:
             await self._queue.join()
             self._task.cancel()
@@ -217,6 +250,12 @@ class Database:
                 op.future.set_exception(_as_storage_error(error))
             return
         tx = Tx(self._writer)
+        try:
+            await self._run_in_transaction(batch, tx)
+        finally:
+            tx.run_after_commit()
+
+    async def _run_in_transaction(self, batch: list[_Write], tx: Tx) -> None:
         outcomes: dict[int, tuple[bool, Any]] = {}
         standalone: set[int] = set()  # ran after SQLite dropped the transaction: kept on its own
         lost: BaseException | None = None
@@ -286,6 +325,28 @@ class Database:
             return False, _translate(error)
         await self._writer.execute(f"RELEASE {savepoint}")
         return True, value
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    async def _start_checkpoints(self, busy_timeout_ms: int, durable: bool, every_s: float) -> None:
+        self._checkpointer = await _connect(self.path, busy_timeout_ms, durable)
+        await self._writer.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
+        self._checkpoint_task = asyncio.get_running_loop().create_task(
+            self._run_checkpoints(every_s), name="db-checkpoints"
+        )
+
+    async def _run_checkpoints(self, every_s: float) -> None:
+        assert self._checkpointer is not None
+        failing = False
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+                failing = False
+            except sqlite3.Error as error:
+                if not failing:  # say it once per spell of failures, not every second
+                    log.warning("WAL checkpoint failed (will retry): %s", error)
+                failing = True
 
     # -- migrations ----------------------------------------------------------------------------
 

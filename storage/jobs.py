@@ -20,6 +20,7 @@ from typing import Any
 
 from storage.database import Database, Row, Tx
 from storage.errors import IllegalTransition, JobNotFound
+from storage.webhook_targets import WebhookTarget, WebhookTargets
 
 __all__ = ["FINAL_STATES", "Job", "JobEvent", "JobState", "JobStore", "NewJob"]
 
@@ -52,6 +53,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
 }
+# Columns a webhook handler checks: writing them makes a remembered WebhookTarget stale.
+_TARGET_FIELDS = frozenset({"provider", "provider_job_id"})
 FINAL_STATES = frozenset({S.DELIVERED, S.REJECTED, S.FAILED, S.CANCELLED})
 AT_PROVIDER_STATES = frozenset({S.SUBMITTED, S.RUNNING})
 
@@ -150,13 +153,6 @@ class NewJob:
 
 
 @dataclass(frozen=True)
-class WebhookTarget:
-    job_id: str
-    provider: str
-    provider_job_id: str | None
-
-
-@dataclass(frozen=True)
 class QueueCandidate:
     job: Job
     member_live: int  # the member's jobs at a provider right now
@@ -219,6 +215,7 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._targets = WebhookTargets()
 
     async def create(self, new: NewJob, *, tx: Tx | None = None) -> Job:
         now = self._db.clock.now_ms()
@@ -299,6 +296,9 @@ class JobStore:
             if row is None:
                 raise IllegalTransition(job_id, current["state"], to_state.value)
             await _event(t, job_id, now, current["state"], to_state, detail)
+            if _TARGET_FIELDS & changes.keys():
+                token = row["webhook_token"]
+                t.after_commit(lambda: self._targets.forget(token))
             return Job.from_row(row)
 
         return await (run(tx) if tx is not None else self._db.write(run))
@@ -315,6 +315,12 @@ class JobStore:
         rows = await (tx.fetchall(sql, params) if tx else self._db.write_statement(sql, params))
         if not rows:
             raise JobNotFound(job_id)
+        if _TARGET_FIELDS & changes.keys():
+            token = rows[0]["webhook_token"]
+            if tx is None:
+                self._targets.forget(token)  # committed already
+            else:
+                tx.after_commit(lambda: self._targets.forget(token))
         return Job.from_row(rows[0])
 
     async def get(self, job_id: str, *, tx: Tx | None = None) -> Job:
@@ -329,11 +335,19 @@ class JobStore:
         return Job.from_row(row) if row else None
 
     async def webhook_target(self, token: str) -> WebhookTarget | None:
-        """Which job a webhook URL's token belongs to (a light lookup for the webhook handler)."""
+        """Which job a webhook URL's token belongs to (remembered after the first lookup)."""
+        known = self._targets.get(token)
+        if known is not None:
+            return known
+        generation = self._targets.generation
         row = await self._db.fetchone(
             "SELECT id, provider, provider_job_id FROM jobs WHERE webhook_token = ?", (token,)
         )
-        return WebhookTarget(row["id"], row["provider"], row["provider_job_id"]) if row else None
+        if row is None:
+            return None
+        target = WebhookTarget(row["id"], row["provider"], row["provider_job_id"])
+        self._targets.remember(token, target, generation)
+        return target
 
     async def unfinished_ids(self) -> set[str]:
         """Ids of every job not in a final state (cheaper than loading the rows)."""

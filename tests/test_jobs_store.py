@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import Database, IllegalTransition, JobNotFound, JobState, JobStore, NewJob
+from storage import Database, IllegalTransition, JobNotFound, JobState, JobStore, NewJob, Tx
 from storage.jobs import TRANSITIONS
 
 S = JobState
@@ -123,3 +123,39 @@ async def test_unknown_job_and_unknown_field(jobs: JobStore) -> None:
     job = await jobs.create(new_job())
     with pytest.raises(ValueError, match="not settable"):
         await jobs.update(job.id, state="delivered")
+
+
+async def test_webhook_target_follows_provider_changes(jobs: JobStore, db: Database) -> None:
+    """The remembered webhook target is dropped by every committed write that changes it."""
+    job = await jobs.create(new_job(provider="eachlabs"))
+    token = job.webhook_token
+    first = await jobs.webhook_target(token)
+    assert first is not None and first.provider_job_id is None
+    await jobs.update(job.id, provider_job_id="e-1")  # adopted from a webhook
+    target = await jobs.webhook_target(token)
+    assert target is not None and target.provider_job_id == "e-1"
+    await jobs.transition(job.id, S.SUBMITTED, provider_job_id="e-1")
+    # failover inside a caller's transaction: the old answer stays until the commit
+    seen_inside: list[str | None] = []
+
+    async def move(tx: Tx) -> None:
+        await jobs.transition(job.id, S.QUEUED, provider="fal", provider_job_id=None, tx=tx)
+        remembered = await jobs.webhook_target(token)
+        seen_inside.append(remembered.provider if remembered else None)
+
+    await db.write(move)
+    assert seen_inside == ["eachlabs"]  # not committed yet: the cached answer is still right
+    moved = await jobs.webhook_target(token)
+    assert moved is not None and (moved.provider, moved.provider_job_id) == ("fal", None)
+
+
+async def test_webhook_target_read_during_a_change_is_not_remembered(jobs: JobStore) -> None:
+    job = await jobs.create(new_job(provider="eachlabs"))
+    token = job.webhook_token
+    # The write commits while the lookup is in flight: the lookup may return either answer,
+    # but what it read must not stay remembered past the write.
+    lookup = asyncio.create_task(jobs.webhook_target(token))
+    await jobs.update(job.id, provider_job_id="e-2")
+    await lookup
+    target = await jobs.webhook_target(token)
+    assert target is not None and target.provider_job_id == "e-2"

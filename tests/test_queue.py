@@ -260,3 +260,32 @@ async def test_restart_with_fifty_queued_jobs_keeps_the_order(tmp_path: Path) ->
             assert sent == wanted
             assert sorted(job_id for job_id, _ in p.sink.deliveries) == sorted(expected)
             assert [len(await p.captures(j)) for j in expected] == [1] * 50
+
+
+async def test_jobs_waiting_for_a_create_slot_count_against_the_member_limit(
+    tmp_path: Path,
+) -> None:
+    """A picked job still waits in the queue (state queued) until a create slot frees up; a later
+    dispatch round must still count it, or the member would get a third live job."""
+    async with EachLabsDouble() as double:
+        double.default_script = ["processing"]
+        async with pipeline(
+            tmp_path,
+            eachlabs(double),
+            default_provider="eachlabs",
+            public=False,
+            max_concurrent={"eachlabs": 10},
+            creates_per_min={"eachlabs": 1},  # one create now, the next in a minute
+            poll_initial_s=0.05,
+            poll_max_s=0.1,
+        ) as p:
+            await fund(p, [7])
+            first = (await p.service.submit(member(7), {"prompt": "a", "duration_s": 3})).job
+            await p.wait_for_state(first.id, JobState.RUNNING)
+            second = (await p.service.submit(member(7), {"prompt": "b", "duration_s": 3})).job
+            await asyncio.sleep(0.3)  # picked; waiting for the create slot, still queued
+            third = (await p.service.submit(member(7), {"prompt": "c", "duration_s": 3})).job
+            await asyncio.sleep(0.3)  # another dispatch round
+            in_flight = set(p.service._submitting)  # white box: who is waiting for a slot
+            assert second.id in in_flight and third.id not in in_flight
+            assert (await p.service.jobs.get(third.id)).state is JobState.QUEUED

@@ -53,7 +53,7 @@ async def test_queue_positions_and_views(tmp_path: Path, double: DiscordDouble) 
             await run.wait_state(jobs[1].id, JobState.RUNNING)
             third = await run.service.jobs.get(jobs[2].id)
             assert third.state is JobState.QUEUED, (
-                "a member's third job waits for one of the first two"
+                f"a member's third job waits for one of the first two, not {third.state}"
             )
             status = await double.wait_for_message(
                 CHANNEL,

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -175,6 +176,16 @@ class PipelineConfig:
         )
 
 
+POLL_BURST_WINDOW_S = 10.0
+
+
+def poll_limiter(per_min: int) -> AsyncLimiter:
+    """`per_min` polls a minute, spread out: at most 10 seconds' worth at once. (A bucket of a
+    whole minute would let a burst of webhooks fire a minute's polls in one second, which a
+    vendor counting per second may answer with 429.)"""
+    return AsyncLimiter(per_min * POLL_BURST_WINDOW_S / 60, POLL_BURST_WINDOW_S)
+
+
 class GenerationService:
     """Submits, tracks, completes and settles jobs."""
 
@@ -211,7 +222,7 @@ class GenerationService:
             self._tick, clock=self.clock, concurrency=self.config.poll_concurrency, name="jobs"
         )
         self._poll_limits = {
-            name: AsyncLimiter(self.config.polls_per_min.get(name, 300), 60) for name in providers
+            name: poll_limiter(self.config.polls_per_min.get(name, 300)) for name in providers
         }
         self.rates = {
             name: CreateRate(self.config.creates_per_min.get(name, 60)) for name in providers
@@ -219,7 +230,8 @@ class GenerationService:
         self._incidents: dict[str, set[int]] = {}  # provider -> guilds told about its outage
         self.incident_handlers: list[Callable[[ProviderIncident], Awaitable[None]]] = []
         self._dispatch_wake = asyncio.Event()
-        self._submitting: dict[str, str] = {}  # job id -> provider, creates in flight
+        # job id -> (provider, member): picked by the dispatcher, create not finished yet
+        self._submitting: dict[str, tuple[str, tuple[int, int]]] = {}
         self._completing: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -653,10 +665,13 @@ class GenerationService:
                 continue  # the vendor asked us to wait (429)
             limit = self.config.max_concurrent.get(name, 5)
             live = await self.jobs.count_at_provider(name)
-            free = limit - live - sum(1 for p in self._submitting.values() if p == name)
+            free = limit - live - sum(1 for p, _ in self._submitting.values() if p == name)
             if free <= 0:
                 continue
-            taken: dict[tuple[int, int], int] = {}
+            # A member's picked jobs count against their limit from the moment they are picked
+            # (they are still queued in the database while they wait for a create slot).
+            taken = Counter(member for _, member in self._submitting.values())
+            picked = 0
             for candidate in await self.jobs.queue_candidates(
                 name, now_ms=now, limit=free * 4 + 50
             ):
@@ -665,16 +680,17 @@ class GenerationService:
                     continue
                 member = (job.guild_id, job.user_id)
                 max_live = candidate.guild_max_live or self.config.member_max_live
-                load = candidate.member_live + taken.get(member, 0)
+                load = candidate.member_live + taken[member]
                 if job.guild_id and not job.limits_exempt and load >= max_live:
                     continue  # this member's live jobs are at their limit; others go first
-                taken[member] = taken.get(member, 0) + 1
-                self._submitting[job.id] = name
+                taken[member] += 1
+                picked += 1
+                self._submitting[job.id] = (name, member)
                 self._spawn(self._submit(job), f"submit-{job.id}")
                 free -= 1
                 if free == 0:
                     break
-            if taken:
+            if picked:
                 await self._publish_positions(name)
 
     async def _publish_positions(self, provider: str, *, first: int = 25) -> None:
