@@ -8,10 +8,6 @@ durable. Each write runs in its own SAVEPOINT (or is a single statement, which S
 by itself), so one refused write never undoes another in the same batch.
 
 Reads go through a separate connection and see only committed data (WAL).
-
-WAL checkpoints run in the background on a connection of their own (PASSIVE, every
-`checkpoint_interval_s`), not inside a commit: SQLite's automatic checkpoint would otherwise
-make every few hundred commits wait while the WAL is copied into the database file.
 """
 
 from __future__ import annotations
@@ -120,8 +116,6 @@ class Database:
         self._reader = reader
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._checkpointer: aiosqlite.Connection | None = None
-        self._checkpoint_task: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
@@ -133,7 +127,6 @@ class Database:
         busy_timeout_ms: int = 10_000,
         durable: bool = True,
         migrate: bool = True,
-        checkpoint_interval_s: float | None = 1.0,
     ) -> Database:
         """Open (creating if needed) the database at `path` and apply pending migrations."""
         path = str(path)
@@ -155,12 +148,6 @@ class Database:
             await reader.close()
             raise
         db._task = asyncio.get_running_loop().create_task(db._run_writer(), name="db-writer")
-        if path != ":memory:" and checkpoint_interval_s is not None:
-            try:
-                await db._start_checkpoints(busy_timeout_ms, durable, checkpoint_interval_s)
-            except BaseException:
-                await db.close()
-                raise
         return db
 
     async def __aenter__(self) -> Database:
@@ -174,12 +161,6 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
-        if self._checkpointer is not None:
-            await self._checkpointer.close()
         if self._task is not None:
             await self._queue.join()
             self._task.cancel()
@@ -325,28 +306,6 @@ class Database:
             return False, _translate(error)
         await self._writer.execute(f"RELEASE {savepoint}")
         return True, value
-
-    # -- checkpoints ---------------------------------------------------------------------------
-
-    async def _start_checkpoints(self, busy_timeout_ms: int, durable: bool, every_s: float) -> None:
-        self._checkpointer = await _connect(self.path, busy_timeout_ms, durable)
-        await self._writer.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
-        self._checkpoint_task = asyncio.get_running_loop().create_task(
-            self._run_checkpoints(every_s), name="db-checkpoints"
-        )
-
-    async def _run_checkpoints(self, every_s: float) -> None:
-        assert self._checkpointer is not None
-        failing = False
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-                failing = False
-            except sqlite3.Error as error:
-                if not failing:  # say it once per spell of failures, not every second
-                    log.warning("WAL checkpoint failed (will retry): %s", error)
-                failing = True
 
     # -- migrations ----------------------------------------------------------------------------
 
