@@ -176,16 +176,6 @@ class PipelineConfig:
         )
 
 
-POLL_BURST_WINDOW_S = 10.0
-
-
-def poll_limiter(per_min: int) -> AsyncLimiter:
-    """`per_min` polls a minute, spread out: at most 10 seconds' worth at once. (A bucket of a
-    whole minute would let a burst of webhooks fire a minute's polls in one second, which a
-    vendor counting per second may answer with 429.)"""
-    return AsyncLimiter(per_min * POLL_BURST_WINDOW_S / 60, POLL_BURST_WINDOW_S)
-
-
 class GenerationService:
     """Submits, tracks, completes and settles jobs."""
 
@@ -222,7 +212,7 @@ class GenerationService:
             self._tick, clock=self.clock, concurrency=self.config.poll_concurrency, name="jobs"
         )
         self._poll_limits = {
-            name: poll_limiter(self.config.polls_per_min.get(name, 300)) for name in providers
+            name: AsyncLimiter(self.config.polls_per_min.get(name, 300), 60) for name in providers
         }
         self.rates = {
             name: CreateRate(self.config.creates_per_min.get(name, 60)) for name in providers
