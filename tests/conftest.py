@@ -1,10 +1,12 @@
-"""Shared fixtures: a real SQLite database in a temporary directory and a manual clock."""
+"""Shared fixtures: a real SQLite database in a temporary directory, a manual clock, and a
+loopback endpoint that records the callbacks a provider double sends."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp.web
 import pytest
 
 from storage import Database, GuildPolicy, JobStore, Ledger, ManualClock
@@ -35,3 +37,25 @@ def jobs(db: Database) -> JobStore:
 @pytest.fixture
 def policy(db: Database) -> GuildPolicy:
     return GuildPolicy(db)
+
+
+Received = list[tuple[dict[str, str], bytes]]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[str, Received]]:
+    """A plain aiohttp endpoint on 127.0.0.1 that stores what it receives."""
+    received: Received = []
+
+    async def handle(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        received.append((dict(request.headers), await request.read()))
+        return aiohttp.web.Response(text="ok")
+
+    app = aiohttp.web.Application()
+    app.router.add_post("/hook", handle)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", received
+    await runner.cleanup()

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -654,25 +653,6 @@ async def test_connection_refused_forever_is_transient_not_unknown(http: Provide
 
 
 # -- callbacks (unsigned: the per-job URL token authenticates them) ---------------------------
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
-    """A plain aiohttp endpoint on 127.0.0.1 that stores what it receives."""
-    received: list[tuple[dict[str, str], bytes]] = []
-
-    async def handle(request: aiohttp.web.Request) -> aiohttp.web.Response:
-        received.append((dict(request.headers), await request.read()))
-        return aiohttp.web.Response(text="ok")
-
-    app = aiohttp.web.Application()
-    app.router.add_post("/hook", handle)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", received
-    await runner.cleanup()
 
 
 async def test_real_callback_is_accepted(
