@@ -8,6 +8,7 @@ from typing import cast
 
 import aiohttp
 import pytest
+from hypothesis import strategies as st
 
 from bot.providers.http import ProviderHttp
 from bot.request import Shot, VideoRequest
@@ -66,3 +67,13 @@ async def http() -> AsyncIterator[ProviderHttp]:
 
 # Parsers are pure: adapters built only to parse or verify never touch the network.
 NO_HTTP = cast(ProviderHttp, None)
+
+
+# Arbitrary JSON, for the property tests that feed every parser of outside input.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=20,
+)

@@ -21,7 +21,16 @@ from bot.providers.errors import ErrorKind, ProviderError, WebhookAuthError, Web
 from bot.providers.http import ProviderHttp
 from bot.settings import EachLabsSettings
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
-from tests.provider_support import MULTI, NO_HTTP, PLAIN, PLAIN_FULL, VOICE, free_port, http
+from tests.provider_support import (
+    MULTI,
+    NO_HTTP,
+    PLAIN,
+    PLAIN_FULL,
+    VOICE,
+    free_port,
+    http,
+    json_values,
+)
 
 __all__ = ["http"]
 SECRET = "whsec-eachlabs-test"
@@ -443,13 +452,6 @@ def test_webhook_without_secret_relies_on_the_url_token() -> None:
 
 # -- parsers never raise anything but the adapter's error type --------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
 status_like = st.fixed_dictionaries(
     {"status": st.sampled_from(["success", "error", "processing", "created", "x"]) | json_values},
     optional={

@@ -23,7 +23,16 @@ from bot.providers.novita import NovitaProvider
 from bot.request import VideoRequest
 from bot.settings import NovitaSettings
 from tests.provider_doubles.novita import API_KEY, NovitaDouble
-from tests.provider_support import MULTI, NO_HTTP, PLAIN, PLAIN_FULL, VOICE, free_port, http
+from tests.provider_support import (
+    MULTI,
+    NO_HTTP,
+    PLAIN,
+    PLAIN_FULL,
+    VOICE,
+    free_port,
+    http,
+    json_values,
+)
 
 __all__ = ["http"]
 HOOK = "https://bot.example/webhooks/novita/tok123"
@@ -542,13 +551,6 @@ def test_garbage_webhooks_are_refused(body: bytes) -> None:
 
 # -- parsers never raise anything but the adapter's error type --------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
 task_like = st.fixed_dictionaries(
     {
         "status": st.sampled_from(

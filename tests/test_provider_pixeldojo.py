@@ -21,7 +21,16 @@ from bot.providers.http import ProviderHttp
 from bot.providers.pixeldojo import PixelDojoProvider
 from bot.settings import PixelDojoSettings
 from tests.provider_doubles.pixeldojo import API_KEY, PixelDojoDouble
-from tests.provider_support import MULTI, NO_HTTP, PLAIN, PLAIN_FULL, VOICE, free_port, http
+from tests.provider_support import (
+    MULTI,
+    NO_HTTP,
+    PLAIN,
+    PLAIN_FULL,
+    VOICE,
+    free_port,
+    http,
+    json_values,
+)
 
 __all__ = ["http"]
 RUN_PATH = "/api/v1/models/kling-video-v3-pro-text/run"
@@ -584,13 +593,6 @@ def test_non_finite_progress_is_ignored(value: Any) -> None:
 
 # -- parsers never raise anything but the adapter's error type --------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
 status_like = st.fixed_dictionaries(
     {
         "status": st.sampled_from(

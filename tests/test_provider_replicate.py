@@ -35,7 +35,16 @@ from tests.provider_doubles.replicate import (
     ReplicateDouble,
     ReplicateJob,
 )
-from tests.provider_support import MULTI, NO_HTTP, PLAIN, PLAIN_FULL, VOICE, free_port, http
+from tests.provider_support import (
+    MULTI,
+    NO_HTTP,
+    PLAIN,
+    PLAIN_FULL,
+    VOICE,
+    free_port,
+    http,
+    json_values,
+)
 
 __all__ = ["http"]
 NOW = 1_800_000_000
@@ -631,13 +640,6 @@ def test_signed_garbage_is_a_parse_error() -> None:
 
 # -- parsers never raise anything but the adapter's error type --------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
 status_like = st.fixed_dictionaries(
     {
         "status": st.sampled_from(["starting", "processing", "succeeded", "failed", "aborted", "x"])

@@ -27,7 +27,16 @@ from bot.providers.http import ProviderHttp
 from bot.providers.segmind import SegmindProvider, read_v1_json, reset_in_s
 from bot.settings import SegmindSettings
 from tests.provider_doubles.segmind import API_KEY, MODEL, SegmindDouble
-from tests.provider_support import MULTI, NO_HTTP, PLAIN, PLAIN_FULL, VOICE, free_port, http
+from tests.provider_support import (
+    MULTI,
+    NO_HTTP,
+    PLAIN,
+    PLAIN_FULL,
+    VOICE,
+    free_port,
+    http,
+    json_values,
+)
 
 __all__ = ["http"]
 V2 = f"/v2/{MODEL}"
@@ -783,13 +792,6 @@ def test_segmind_sends_no_webhooks() -> None:
 
 # -- parsers never raise anything but the adapter's error type --------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=20,
-)
 status_like = st.fixed_dictionaries(
     {"status": st.sampled_from(["COMPLETED", "FAILED", "QUEUED", "PROCESSING", "x"]) | json_values},
     optional={
