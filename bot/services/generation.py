@@ -222,6 +222,8 @@ class GenerationService:
         self._dispatch_wake = asyncio.Event()
         # job id -> (provider, member): picked by the dispatcher, create not finished yet
         self._submitting: dict[str, tuple[str, tuple[int, int]]] = {}
+        self._queue_moved: set[str] = set()  # providers a job has left the queue of since
+        # the last dispatch round: the jobs behind it see their new place
         self._completing: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -656,32 +658,33 @@ class GenerationService:
             limit = self.config.max_concurrent.get(name, 5)
             live = await self.jobs.count_at_provider(name)
             free = limit - live - sum(1 for p, _ in self._submitting.values() if p == name)
-            if free <= 0:
-                continue
-            # A member's picked jobs count against their limit from the moment they are picked
-            # (they are still queued in the database while they wait for a create slot).
-            taken = Counter(member for _, member in self._submitting.values())
-            picked = 0
-            for candidate in await self.jobs.queue_candidates(
-                name, now_ms=now, limit=free * 4 + 50
-            ):
-                job = candidate.job
-                if job.id in self._submitting:
-                    continue
-                member = (job.guild_id, job.user_id)
-                max_live = candidate.guild_max_live or self.config.member_max_live
-                load = candidate.member_live + taken[member]
-                if job.guild_id and not job.limits_exempt and load >= max_live:
-                    continue  # this member's live jobs are at their limit; others go first
-                taken[member] += 1
-                picked += 1
-                self._submitting[job.id] = (name, member)
-                self._spawn(self._submit(job), f"submit-{job.id}")
-                free -= 1
-                if free == 0:
-                    break
-            if picked:
+            picked = await self._pick(name, free, now) if free > 0 else 0
+            if picked or name in self._queue_moved:
+                self._queue_moved.discard(name)
                 await self._publish_positions(name)
+
+    async def _pick(self, name: str, free: int, now: int) -> int:
+        """Start creates for up to `free` queued jobs of `name`; return how many."""
+        # A member's picked jobs count against their limit from the moment they are picked
+        # (they are still queued in the database while they wait for a create slot).
+        taken = Counter(member for _, member in self._submitting.values())
+        picked = 0
+        for candidate in await self.jobs.queue_candidates(name, now_ms=now, limit=free * 4 + 50):
+            job = candidate.job
+            if job.id in self._submitting:
+                continue
+            member = (job.guild_id, job.user_id)
+            max_live = candidate.guild_max_live or self.config.member_max_live
+            load = candidate.member_live + taken[member]
+            if job.guild_id and not job.limits_exempt and load >= max_live:
+                continue  # this member's live jobs are at their limit; others go first
+            taken[member] += 1
+            picked += 1
+            self._submitting[job.id] = (name, member)
+            self._spawn(self._submit(job), f"submit-{job.id}")
+            if picked == free:
+                break
+        return picked
 
     async def _publish_positions(self, provider: str, *, first: int = 25) -> None:
         """The queue moved: let the front of the line see its new place."""
@@ -715,6 +718,7 @@ class GenerationService:
                 job = await self.db.write(leave_queue)
             except IllegalTransition:
                 return  # cancelled (or taken) meanwhile
+            self._queue_moved.add(name)
             self.notifier.publish(job, "submitted")
             request = VideoRequest.model_validate(job.request)
             started = time.perf_counter()
