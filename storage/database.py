@@ -64,12 +64,22 @@ class Tx:
         self._after: list[Callable[[], None]] = []
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        """Call `callback` once the transaction has ended (committed or not): for dropping
-        cached copies of what the write changed, which is safe either way but only after."""
+        """Call `callback` once the transaction has committed with this write in it (not at
+        all if the write or the transaction is rolled back): for dropping or refreshing cached
+        copies of what the write changed."""
         self._after.append(callback)
 
-    def run_after_commit(self) -> None:
+    def mark(self) -> int:
+        return len(self._after)
+
+    def drop_since(self, mark: int) -> None:
+        """The write that started at `mark` was rolled back: forget its callbacks."""
+        del self._after[mark:]
+
+    def run_after_commit(self, committed: bool) -> None:
         callbacks, self._after = self._after, []
+        if not committed:
+            return
         for callback in callbacks:
             try:
                 callback()
@@ -219,61 +229,68 @@ class Database:
                     self._queue.task_done()
 
     async def _run_batch(self, batch: list[_Write]) -> None:
-        """Run a batch in one transaction; tell callers only after COMMIT.
-
-        Consecutive single-statement writes are pipelined: aiosqlite runs its queue in order on
-        one thread, so they are all enqueued at once instead of waiting a thread round trip each.
-        """
-        try:
-            await self._writer.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            for op in batch:
-                op.future.set_exception(_as_storage_error(error))
-            return
+        """Run a batch in one transaction; tell callers only after COMMIT."""
         tx = Tx(self._writer)
+        committed = False
         try:
-            await self._run_in_transaction(batch, tx)
+            committed = await self._run_in_transaction(batch, tx)
         finally:
-            tx.run_after_commit()
+            tx.run_after_commit(committed)
 
-    async def _run_in_transaction(self, batch: list[_Write], tx: Tx) -> None:
+    async def _run_in_transaction(self, batch: list[_Write], tx: Tx) -> bool:
+        """Run `batch` between BEGIN and COMMIT, settle every caller's future; True if committed.
+
+        A run of consecutive single-statement writes goes to the writer thread as one call,
+        together with the BEGIN before it or the COMMIT after it when it starts or ends the
+        batch: a batch of webhook rows costs one thread round trip, not one per statement.
+        """
         outcomes: dict[int, tuple[bool, Any]] = {}
-        standalone: set[int] = set()  # ran after SQLite dropped the transaction: kept on its own
         lost: BaseException | None = None
+        began = committed = False
         index = 0
-        while index < len(batch) and lost is None:
+        while index < len(batch):
             end = index + 1
             if batch[index].fn is None:
                 while end < len(batch) and batch[end].fn is None:
                     end += 1
-                results = await asyncio.gather(
-                    *(tx.fetchall(op.sql, op.params) for op in batch[index:end]),
-                    return_exceptions=True,
+                run = await self._in_writer_thread(
+                    _run_statements,
+                    [(op.sql, op.params) for op in batch[index:end]],
+                    not began,
+                    end == len(batch),
                 )
-                group = {
-                    index + n: (False, _translate(r)) if isinstance(r, Exception) else (True, r)
-                    for n, r in enumerate(results)
-                }
+                if run.begin_error is not None:
+                    lost = run.begin_error
+                    break
+                began = True
+                outcomes.update(
+                    (index + n, (ok, value if ok else _translate(value)))
+                    for n, (ok, value) in enumerate(run.results)
+                )
+                committed = run.committed
+                lost = run.lost
             else:
-                group = {index: await self._run_one(tx, batch[index], index)}
-            if not self._writer.in_transaction:
-                # SQLite rolled the whole transaction back (disk full, I/O error). Writes before
-                # the failing one are gone; pipelined writes after it ran alone (autocommit).
-                failing = min((i for i, (ok, _) in group.items() if not ok), default=max(group))
-                failed_ok, failed_value = group[failing]
-                lost = (
-                    failed_value
-                    if not failed_ok and isinstance(failed_value, BaseException)
-                    else DatabaseUnavailable("The write transaction was lost.")
-                )
-                standalone = {i for i in group if i > failing}
-                outcomes.update({i: group[i] for i in standalone})
+                if not began:
+                    try:
+                        await self._writer.execute("BEGIN IMMEDIATE")
+                    except sqlite3.Error as error:
+                        lost = error
+                        break
+                    began = True
+                outcomes[index] = await self._run_one(tx, batch[index], index)
+                if not self._writer.in_transaction:
+                    # SQLite rolled the whole transaction back (disk full, I/O error).
+                    ok, value = outcomes[index]
+                    lost = (
+                        value if not ok else DatabaseUnavailable("The write transaction was lost.")
+                    )
+            if lost is not None:
                 break
-            outcomes.update(group)
             index = end
-        if lost is None:
+        if lost is None and not committed:
             try:
                 await self._writer.execute("COMMIT")
+                committed = True
             except sqlite3.Error as error:
                 lost = error
                 with contextlib.suppress(sqlite3.Error):
@@ -282,23 +299,34 @@ class Database:
             if op.future.done():
                 continue
             ok, value = outcomes.get(i, (False, None))
-            if ok and lost is not None and i not in standalone:
-                ok, value = False, None  # rolled back with the transaction
-            if ok:
+            if ok and committed:
                 op.future.set_result(value)
-            elif isinstance(value, Exception):
+            elif not ok and isinstance(value, Exception) and value is not lost:
                 op.future.set_exception(value)  # its own refusal (constraint, ...)
-            else:
+            else:  # rolled back with the transaction, or never run
                 op.future.set_exception(_as_storage_error(lost or DatabaseUnavailable("not run")))
+        return committed
+
+    async def _in_writer_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call `fn(connection, *args)` on the writer connection's own thread.
+
+        aiosqlite has no public call for this; `_execute` is what each of its own methods uses
+        (unchanged since aiosqlite 0.17). The writer's statements then need one thread round
+        trip per run instead of one each (see `_run_in_transaction`).
+        """
+        writer = self._writer
+        return await writer._execute(fn, writer._conn, *args)  # type: ignore[no-any-return,no-untyped-call]
 
     async def _run_one(self, tx: Tx, op: _Write, index: int) -> tuple[bool, Any]:
         """Run one multi-statement write inside its own savepoint."""
         assert op.fn is not None
         savepoint = f"w{index}"
         await self._writer.execute(f"SAVEPOINT {savepoint}")
+        mark = tx.mark()
         try:
             value = await op.fn(tx)
         except Exception as error:
+            tx.drop_since(mark)
             if self._writer.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     await self._writer.execute(f"ROLLBACK TO {savepoint}")
@@ -340,6 +368,50 @@ class Database:
     async def schema_version(self) -> int:
         row = await self.fetchone("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
         return int(row[0]) if row else 0
+
+
+@dataclass
+class _StatementRun:
+    """What `_run_statements` did, in the writer thread."""
+
+    begin_error: BaseException | None = None
+    results: list[tuple[bool, Any]] = field(default_factory=list)  # (ran, rows or error)
+    lost: BaseException | None = None  # the transaction ended without a commit
+    committed: bool = False
+
+
+def _run_statements(
+    conn: sqlite3.Connection, statements: list[tuple[str, Params]], begin: bool, commit: bool
+) -> _StatementRun:
+    """Run in the writer thread: [BEGIN,] each statement (atomic by itself) [, COMMIT].
+
+    A refused statement (constraint, bad SQL) leaves the others alone. If SQLite drops the
+    transaction (disk full, I/O error), the statements after it are not run.
+    """
+    run = _StatementRun()
+    if begin:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            run.begin_error = error
+            return run
+    for sql, params in statements:
+        try:
+            run.results.append((True, conn.execute(sql, params).fetchall()))
+        except Exception as error:
+            run.results.append((False, error))
+            if not conn.in_transaction:
+                run.lost = error
+                return run
+    if commit:
+        try:
+            conn.execute("COMMIT")
+            run.committed = True
+        except sqlite3.Error as error:
+            run.lost = error
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+    return run
 
 
 async def _connect(path: str, busy_timeout_ms: int, durable: bool) -> aiosqlite.Connection:
