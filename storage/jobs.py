@@ -257,7 +257,9 @@ class JobStore:
             )
             assert row is not None
             await _event(t, new.id, now, None, new.state, "created")
-            return Job.from_row(row)
+            job = Job.from_row(row)
+            t.after_commit(lambda: self._put_target(job))
+            return job
 
         return await (run(tx) if tx is not None else self._db.write(run))
 
@@ -296,10 +298,10 @@ class JobStore:
             if row is None:
                 raise IllegalTransition(job_id, current["state"], to_state.value)
             await _event(t, job_id, now, current["state"], to_state, detail)
+            job = Job.from_row(row)
             if _TARGET_FIELDS & changes.keys():
-                token = row["webhook_token"]
-                t.after_commit(lambda: self._targets.forget(token))
-            return Job.from_row(row)
+                t.after_commit(lambda: self._put_target(job))
+            return job
 
         return await (run(tx) if tx is not None else self._db.write(run))
 
@@ -315,13 +317,19 @@ class JobStore:
         rows = await (tx.fetchall(sql, params) if tx else self._db.write_statement(sql, params))
         if not rows:
             raise JobNotFound(job_id)
+        job = Job.from_row(rows[0])
         if _TARGET_FIELDS & changes.keys():
-            token = rows[0]["webhook_token"]
             if tx is None:
-                self._targets.forget(token)  # committed already
+                self._put_target(job)  # committed already
             else:
-                tx.after_commit(lambda: self._targets.forget(token))
-        return Job.from_row(rows[0])
+                tx.after_commit(lambda: self._put_target(job))
+        return job
+
+    def _put_target(self, job: Job) -> None:
+        """Remember what a committed write made of `job`'s webhook target."""
+        self._targets.put(
+            job.webhook_token, WebhookTarget(job.id, job.provider, job.provider_job_id)
+        )
 
     async def get(self, job_id: str, *, tx: Tx | None = None) -> Job:
         job = await self.find(job_id, tx=tx)
@@ -508,8 +516,16 @@ class JobStore:
         return await self.in_states(AT_PROVIDER_STATES, provider=provider)
 
     async def unfinished(self) -> list[Job]:
-        """Every job not in a final state (what a restart must resume)."""
-        return await self.in_states(frozenset(JobState) - FINAL_STATES)
+        """Every job not in a final state (what a restart must resume).
+
+        Their webhook targets are remembered on the way, so that the webhooks of jobs resumed
+        after a restart cost no database read either."""
+        generation = self._targets.generation
+        jobs = await self.in_states(frozenset(JobState) - FINAL_STATES)
+        for job in jobs:
+            target = WebhookTarget(job.id, job.provider, job.provider_job_id)
+            self._targets.remember(job.webhook_token, target, generation)
+        return jobs
 
     async def by_user(
         self, guild_id: int, user_id: int, *, limit: int = 10, before_ms: int | None = None

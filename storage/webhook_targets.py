@@ -1,9 +1,10 @@
 """Which job each webhook token belongs to, remembered so a webhook costs no database read.
 
 A token never changes owner, but the job's provider and provider job id can (failover, a create
-whose answer was lost). So every write that changes them calls `forget` once it is committed,
-and an answer read from the database is remembered only if no `forget` happened while it was
-being read (the generation check): the cache never holds anything older than the database.
+whose answer was lost). So every write that creates a job or changes them calls `put` with what
+it wrote once it is committed, and an answer read from the database is remembered only if no
+`put` happened while it was being read (the generation check): the cache never holds anything
+older than the database.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class WebhookTargets:
             del self._by_token[next(iter(self._by_token))]  # the oldest remembered
         self._by_token[token] = target
 
-    def forget(self, token: str) -> None:
-        """The job of `token` changed provider or provider job id (call after the commit)."""
-        self._by_token.pop(token, None)
+    def put(self, token: str, target: WebhookTarget) -> None:
+        """A committed write made `target` the job of `token` (call after the commit)."""
         self._generation += 1
+        self._by_token.pop(token, None)  # re-inserted as the newest
+        self.remember(token, target, self._generation)

@@ -126,7 +126,7 @@ async def test_unknown_job_and_unknown_field(jobs: JobStore) -> None:
 
 
 async def test_webhook_target_follows_provider_changes(jobs: JobStore, db: Database) -> None:
-    """The remembered webhook target is dropped by every committed write that changes it."""
+    """The remembered webhook target follows every committed write that changes it."""
     job = await jobs.create(new_job(provider="eachlabs"))
     token = job.webhook_token
     first = await jobs.webhook_target(token)
@@ -159,3 +159,39 @@ async def test_webhook_target_read_during_a_change_is_not_remembered(jobs: JobSt
     await lookup
     target = await jobs.webhook_target(token)
     assert target is not None and target.provider_job_id == "e-2"
+
+
+async def test_webhook_targets_are_known_without_a_read(jobs: JobStore, db: Database) -> None:
+    """Creating a job and recording its provider job id remember the target: a webhook's lookup
+    then answers from memory (shown by changing the row behind the store's back)."""
+    job = await jobs.create(new_job(provider="eachlabs"))
+    await jobs.transition(job.id, S.SUBMITTED, provider_job_id="e-7")
+    await db.write_statement("UPDATE jobs SET provider_job_id = 'changed' WHERE id = ?", (job.id,))
+    target = await jobs.webhook_target(job.webhook_token)
+    assert target is not None and (target.job_id, target.provider_job_id) == (job.id, "e-7")
+
+
+async def test_a_rolled_back_change_leaves_the_target_alone(jobs: JobStore, db: Database) -> None:
+    job = await jobs.create(new_job(provider="eachlabs"))
+    await jobs.transition(job.id, S.SUBMITTED, provider_job_id="e-8")
+
+    async def failover_then_fail(tx: Tx) -> None:
+        await jobs.transition(job.id, S.QUEUED, provider="fal", provider_job_id=None, tx=tx)
+        raise RuntimeError("something later in the same write failed")
+
+    with pytest.raises(RuntimeError):
+        await db.write(failover_then_fail)
+    target = await jobs.webhook_target(job.webhook_token)
+    assert target is not None and (target.provider, target.provider_job_id) == ("eachlabs", "e-8")
+    assert (await jobs.get(job.id)).provider == "eachlabs"
+
+
+async def test_resuming_remembers_the_targets_of_unfinished_jobs(db: Database) -> None:
+    first = JobStore(db)
+    live = await first.create(new_job(provider="eachlabs"))
+    await first.transition(live.id, S.SUBMITTED, provider_job_id="e-9")
+    restarted = JobStore(db)  # a new process: nothing remembered
+    assert [j.id for j in await restarted.unfinished()] == [live.id]
+    await db.write_statement("UPDATE jobs SET provider_job_id = 'changed' WHERE id = ?", (live.id,))
+    target = await restarted.webhook_target(live.webhook_token)
+    assert target is not None and target.provider_job_id == "e-9"
