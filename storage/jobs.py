@@ -20,6 +20,7 @@ from typing import Any
 
 from storage.database import Database, Row, Tx
 from storage.errors import IllegalTransition, JobNotFound
+from storage.seen_deliveries import SeenDeliveries
 from storage.webhook_targets import WebhookTarget, WebhookTargets
 
 __all__ = ["FINAL_STATES", "Job", "JobEvent", "JobState", "JobStore", "NewJob"]
@@ -216,6 +217,7 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._targets = WebhookTargets()
+        self._seen = SeenDeliveries()
 
     async def create(self, new: NewJob, *, tx: Tx | None = None) -> Job:
         now = self._db.clock.now_ms()
@@ -483,11 +485,15 @@ class JobStore:
 
     async def record_webhook(self, provider: str, delivery_key: str, job_id: str) -> bool:
         """Remember a webhook delivery; False if this key was seen before (a retry)."""
+        key = (provider, delivery_key[:200])
+        if key in self._seen:
+            return False  # stored already: no write needed to know it
         rows = await self._db.write_statement(
             "INSERT INTO webhook_deliveries (provider, delivery_key, job_id, received_at_ms)"
             " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-            (provider, delivery_key[:200], job_id, self._db.clock.now_ms()),
+            (*key, job_id, self._db.clock.now_ms()),
         )
+        self._seen.add(key)
         return bool(rows)
 
     async def find_by_provider_job(self, provider: str, provider_job_id: str) -> Job | None:
