@@ -117,6 +117,14 @@ async def test_webhook_responses(tmp_path: Path, double: EachLabsDouble) -> None
             async with p.session.post(target, data=data, headers=headers) as response:
                 return response.status
 
+        async def post_chunked(data: bytes, headers: dict[str, str]) -> int:
+            async def pieces() -> AsyncIterator[bytes]:  # no Content-Length: chunked encoding
+                for start in range(0, len(data), 4096):
+                    yield data[start : start + 4096]
+
+            async with p.session.post(url, data=pieces(), headers=headers) as response:
+                return response.status
+
         duplicates = await asyncio.gather(
             *(post(body, double.sign(SECRET, body, now)) for _ in range(5))
         )
@@ -127,13 +135,17 @@ async def test_webhook_responses(tmp_path: Path, double: EachLabsDouble) -> None
         unknown = await post(
             body, double.sign(SECRET, body, now), f"{p.url}/webhooks/eachlabs/nope"
         )
+        big = b"x" * (64 * 1024 + 1)
+        oversized_chunked = await post_chunked(big, double.sign(SECRET, big, now))
+        chunked = await post_chunked(body, double.sign(SECRET, body, now))
         assert duplicates == [200] * 5
         assert [forged, replayed, oversized, not_json, unknown] == [401, 401, 413, 400, 404]
+        assert (oversized_chunked, chunked) == (413, 200)
         job = await p.wait_for_state(receipt.job.id, JobState.DELIVERED)
         assert await p.captures(job.id) == [COST]
         assert len(p.sink.deliveries) == 1
         metrics = p.service.metrics.render().decode()
-        assert 'klingbot_webhooks_total{provider="eachlabs",result="duplicate"} 4.0' in metrics
+        assert 'klingbot_webhooks_total{provider="eachlabs",result="duplicate"} 5.0' in metrics
         assert 'result="forged"} 2.0' in metrics
 
 

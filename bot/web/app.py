@@ -13,6 +13,7 @@ GET  /media/{job}/{token}.mp4       a finished clip, with range requests
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -50,9 +51,11 @@ def build_app(
 
 async def read_limited(request: web.Request, limit: int) -> bytes | None:
     """The raw body, or None when it is larger than `limit` (read no further than that)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    body = bytearray()
+    if request.content_length is not None:
+        if request.content_length > limit:
+            return None
+        return await request.read()  # exactly content_length bytes
+    body = bytearray()  # chunked: count as it comes
     async for chunk in request.content.iter_chunked(64 * 1024):
         body += chunk
         if len(body) > limit:
@@ -74,7 +77,17 @@ async def webhook(request: web.Request) -> web.Response:
     except StorageError as error:  # fail closed; the vendor will retry
         log.error("webhook could not be recorded: %s", error)
         return web.json_response({"error": "temporarily unavailable"}, status=503)
+    common = _COMMON_ANSWERS.get((status, reason))
+    if common is not None:
+        return web.Response(body=common, content_type=JSON)
     return web.json_response({"ok": status == 200, "reason": reason}, status=status)
+
+
+# The answers nearly every webhook gets, encoded once.
+_COMMON_ANSWERS = {
+    (200, reason): json.dumps({"ok": True, "reason": reason}).encode()
+    for reason in ("ok", "duplicate")
+}
 
 
 async def healthz(request: web.Request) -> web.Response:
