@@ -496,6 +496,19 @@ class JobStore:
         self._seen.add(key)
         return bool(rows)
 
+    async def prune_webhook_deliveries(self, received_before_ms: int, *, limit: int = 5000) -> int:
+        """Forget up to `limit` deliveries received before `received_before_ms` for jobs in a
+        final state (a retry that late changes nothing); return how many."""
+        final = sorted(s.value for s in FINAL_STATES)
+        marks = ",".join("?" for _ in final)
+        rows = await self._db.write_statement(
+            "DELETE FROM webhook_deliveries WHERE rowid IN (SELECT d.rowid FROM"
+            " webhook_deliveries AS d JOIN jobs AS j ON j.id = d.job_id"
+            f" WHERE d.received_at_ms < ? AND j.state IN ({marks}) LIMIT ?) RETURNING 1",
+            (received_before_ms, *final, limit),
+        )
+        return len(rows)
+
     async def find_by_provider_job(self, provider: str, provider_job_id: str) -> Job | None:
         row = await self._db.fetchone(
             "SELECT * FROM jobs WHERE provider = ? AND provider_job_id = ?",

@@ -85,6 +85,7 @@ MAX_SUBMIT_ATTEMPTS = 5
 FAILOVER_AFTER_TRANSIENT = 3  # failed creates in a row before a job tries the next provider
 LATE_POLL_INTERVAL_S = 600.0
 SWEEP_INTERVAL_S = 60.0
+WEBHOOK_DELIVERY_KEEP_S = 7 * 24 * 3600  # then, if the job is finished, its delivery rows go
 DEFAULT_RUN_MS = 240_000  # Kling v3 Pro typically takes 2-5 minutes
 
 
@@ -1256,7 +1257,8 @@ class GenerationService:
                 log.exception("sweep failed")
 
     async def sweep(self) -> None:
-        """Expire holds no live job stands behind, expire overdue queued jobs, prune media."""
+        """Expire holds no live job stands behind, expire overdue queued jobs, lapse approvals,
+        prune media and old webhook deliveries of finished jobs."""
         now = self.clock.now_ms()
         cutoff = now - (self.config.deadline_s + 600) * 1000
         for hold in await self.ledger.open_holds_before(cutoff):
@@ -1278,6 +1280,7 @@ class GenerationService:
         removed = await asyncio.to_thread(self.media.prune, keep)
         if removed:
             log.info("media retention removed %d files", len(removed))
+        await self.jobs.prune_webhook_deliveries(now - WEBHOOK_DELIVERY_KEEP_S * 1000)
 
     def _observe(
         self, provider: str, operation: str, started: float, error: ProviderError | None = None
