@@ -20,7 +20,7 @@ class WebhookTarget:
 
 
 class WebhookTargets:
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
         self._by_token: dict[str, WebhookTarget] = {}
         self._generation = 0
