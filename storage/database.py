@@ -70,6 +70,7 @@ class Tx:
         self._after.append(callback)
 
     def mark(self) -> int:
+        """Where the next write's callbacks start (see `drop_since`)."""
         return len(self._after)
 
     def drop_since(self, mark: int) -> None:
@@ -311,8 +312,8 @@ class Database:
         """Call `fn(connection, *args)` on the writer connection's own thread.
 
         aiosqlite has no public call for this; `_execute` is what each of its own methods uses
-        (unchanged since aiosqlite 0.17). The writer's statements then need one thread round
-        trip per run instead of one each (see `_run_in_transaction`).
+        (the same in 0.20 to 0.22; pyproject pins that range). The writer's statements then need
+        one thread round trip per run instead of one each (see `_run_in_transaction`).
         """
         writer = self._writer
         return await writer._execute(fn, writer._conn, *args)  # type: ignore[no-any-return,no-untyped-call]
