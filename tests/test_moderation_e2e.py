@@ -53,7 +53,7 @@ async def command(
         guild_id=GUILD,
         channel_id=CHANNEL,
     )
-    await inter.wait_ack()
+    await reply_text(inter)  # the command's work is done (a deferred one answers afterwards)
     return inter
 
 
