@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,14 @@ def eachlabs(double: EachLabsDouble, *extra: tuple[str, Any]) -> ProviderFactory
     return build
 
 
+def queue_pipeline(
+    tmp_path: Path, providers: ProviderFactory, **config: Any
+) -> AbstractAsyncContextManager[Pipeline]:
+    """A pipeline for queue tests: EachLabs first, no public URL, quick polls."""
+    settings: dict[str, Any] = {"poll_initial_s": 0.05, "poll_max_s": 0.1, **config}
+    return pipeline(tmp_path, providers, default_provider="eachlabs", public=False, **settings)
+
+
 def prompt_member(double: EachLabsDouble, job_id: str) -> int:
     return int(double.jobs[job_id].request["input"]["prompt"].split()[1])
 
@@ -66,16 +75,12 @@ async def test_hundred_members_three_jobs_each_ten_slots_fair_order(tmp_path: Pa
     users = list(range(1000, 1100))
     async with EachLabsDouble(max_live=10) as double:
         double.default_script = ["processing", "processing", "succeeded"]
-        async with pipeline(
+        async with queue_pipeline(
             tmp_path,
             eachlabs(double),
-            default_provider="eachlabs",
-            public=False,
             start=False,
             max_concurrent={"eachlabs": 10},
             creates_per_min={"eachlabs": 100_000},
-            poll_initial_s=0.05,
-            poll_max_s=0.1,
         ) as p:
             await fund(p, users)
             p.service.accepting = True  # all 300 arrive before the dispatcher looks at the queue
@@ -104,14 +109,10 @@ async def test_hundred_members_three_jobs_each_ten_slots_fair_order(tmp_path: Pa
 async def test_member_limits_live_queued_and_cooldown(tmp_path: Path) -> None:
     async with EachLabsDouble() as double:
         double.default_script = ["processing"]  # jobs stay running
-        async with pipeline(
+        async with queue_pipeline(
             tmp_path,
             eachlabs(double),
-            default_provider="eachlabs",
-            public=False,
             max_concurrent={"eachlabs": 10},
-            poll_initial_s=0.05,
-            poll_max_s=0.1,
         ) as p:
             await fund(p, [7, 8, 9])
             jobs = [
@@ -158,15 +159,11 @@ async def test_vendor_429_slows_the_queue_and_no_job_fails(tmp_path: Path) -> No
             {"Retry-After": "0.5"},
             times=3,
         )
-        async with pipeline(
+        async with queue_pipeline(
             tmp_path,
             eachlabs(double),
-            default_provider="eachlabs",
-            public=False,
             max_concurrent={"eachlabs": 10},
             creates_per_min={"eachlabs": 600},
-            poll_initial_s=0.05,
-            poll_max_s=0.1,
         ) as p:
             await fund(p, list(range(20, 30)))
             receipts = [
@@ -187,15 +184,11 @@ async def test_failover_to_the_next_vendor_with_one_incident_message(tmp_path: P
         first.next_create(
             "status", 402, {"status": "error", "message": "Insufficient balance"}, times=100
         )
-        async with pipeline(
+        async with queue_pipeline(
             tmp_path,
             eachlabs(first, ("fal", second)),
-            default_provider="eachlabs",
-            public=False,
             provider_chain=("eachlabs", "fal"),
             max_concurrent={"eachlabs": 10, "fal": 10},
-            poll_initial_s=0.05,
-            poll_max_s=0.1,
         ) as p:
             p.service.pricing = PriceTable(provider_per_second={"fal": 10})  # fal costs more
             incidents: list[ProviderIncident] = []
@@ -226,15 +219,11 @@ async def test_restart_with_fifty_queued_jobs_keeps_the_order(tmp_path: Path) ->
     users = list(range(300, 310))
     async with EachLabsDouble() as double:
         double.default_script = ["succeeded"]
-        async with pipeline(
+        async with queue_pipeline(
             tmp_path,
             eachlabs(double),
-            default_provider="eachlabs",
-            public=False,
             start=False,
             max_concurrent={"eachlabs": 1},
-            poll_initial_s=0.05,
-            poll_max_s=0.1,
         ) as p:
             await fund(p, users)
             p.service.accepting = True  # intake only: nothing is dispatched before the restart
@@ -245,14 +234,10 @@ async def test_restart_with_fifty_queued_jobs_keeps_the_order(tmp_path: Path) ->
                     )
             expected = [job_id for job_id, _ in await p.service.jobs.queue_positions("eachlabs")]
             assert len(expected) == 50
-        async with pipeline(
+        async with queue_pipeline(
             tmp_path,
             eachlabs(double),
-            default_provider="eachlabs",
-            public=False,
             max_concurrent={"eachlabs": 1},
-            poll_initial_s=0.05,
-            poll_max_s=0.1,
         ) as p:
             await wait_all(p, expected, JobState.DELIVERED, timeout_s=120)
             sent = [double.jobs[j].request["input"]["prompt"] for j in double.create_order]
@@ -269,15 +254,11 @@ async def test_jobs_waiting_for_a_create_slot_count_against_the_member_limit(
     dispatch round must still count it, or the member would get a third live job."""
     async with EachLabsDouble() as double:
         double.default_script = ["processing"]
-        async with pipeline(
+        async with queue_pipeline(
             tmp_path,
             eachlabs(double),
-            default_provider="eachlabs",
-            public=False,
             max_concurrent={"eachlabs": 10},
             creates_per_min={"eachlabs": 1},  # one create now, the next in a minute
-            poll_initial_s=0.05,
-            poll_max_s=0.1,
         ) as p:
             await fund(p, [7])
             first = (await p.service.submit(member(7), {"prompt": "a", "duration_s": 3})).job
