@@ -10,7 +10,7 @@ age of 15 minutes every job is past the ramp and is due every 60 s, i.e. 10,000 
 ~167 polls/s.
 
 Measured, in a fresh process that builds the bot's runtime exactly as `klingbot run` does
-(bot.runtime.open_runtime: database, HTTP session, EachLabs adapter, GenerationService, web
+(bot.runtime.open_runtime: database, HTTP session, EachLabs adapter, Pipeline, web
 server; no Discord): it starts the pipeline, which resumes all jobs and polls each once at once
 (the start-up burst, reported on its own), waits `--settle` seconds (into the quiet time before
 the next round of polls), then measures for a `--window` of seconds (default 60: one full poll

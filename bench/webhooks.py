@@ -1,6 +1,6 @@
 """Webhook intake: signed EachLabs webhooks accepted per second, and their latency, at 50 connections.
 
-Set-up: a real pipeline (tests/pipeline_support.py: GenerationService, durable SQLite, the bot's
+Set-up: a real pipeline (tests/pipeline_support.py: Harness, durable SQLite, the bot's
 aiohttp server on 127.0.0.1) with the EachLabs adapter and a webhook secret. 2 x `--jobs` jobs
 are submitted through the service (one funded member per job) and created at the EachLabs double, which
 runs in a process of its own and keeps every job "processing". Each job is then moved to
@@ -76,7 +76,7 @@ from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
 from bot.web.app import WebServer
 from storage import JobState, Tx
-from tests.pipeline_support import Pipeline, member, pipeline
+from tests.pipeline_support import Harness, member, pipeline
 from tests.provider_doubles.base import FakeJob
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 
@@ -138,7 +138,7 @@ async def measured(
     return Phase(load, cpu_seconds() - cpu, wall_s, cpu_split(threads, thread_cpu()))
 
 
-async def count(p: Pipeline, sql: str) -> int:
+async def count(p: Harness, sql: str) -> int:
     row = await p.db.fetchone(sql)
     return int(row[0]) if row else 0
 
@@ -153,7 +153,7 @@ async def wait_until(
         await asyncio.sleep(0.1)
 
 
-async def create_jobs(p: Pipeline, vendor: VendorProcess, jobs: int) -> list[Request]:
+async def create_jobs(p: Harness, vendor: VendorProcess, jobs: int) -> list[Request]:
     """Submit `jobs` jobs, let the dispatcher create them at the vendor, mark them running, and
     build one signed webhook per job, as the vendor would send it."""
     users = [FIRST_MEMBER + n for n in range(jobs)]  # one job per member: no per-member limit

@@ -18,8 +18,8 @@ import yarl
 from discord.ext import commands
 
 from bot.ack_first import AckFirst
+from bot.pipeline import ProviderIncident
 from bot.runtime import Runtime
-from bot.services.generation import ProviderIncident
 from bot.settings import Settings
 from storage import BotState
 

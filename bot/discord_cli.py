@@ -16,8 +16,8 @@ import discord
 
 from bot.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
 from bot.errors import ConfigError
+from bot.pipeline import Delivered, DeliveryError
 from bot.runtime import open_runtime
-from bot.services.delivery import Delivered, DeliveryError
 from bot.settings import Settings
 from storage import Job
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.media import CannotFitError, MediaError
-from bot.services.delivery import Delivered, DeliveryError, fit_clip
+from bot.pipeline import Delivered, DeliveryError, fit_clip
 from cogs.ui import result_embed, result_view
 from storage import Job
 

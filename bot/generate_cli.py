@@ -19,9 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bot.errors import KlingbotError
+from bot.pipeline import FileSink, Requester
 from bot.runtime import open_runtime
-from bot.services.delivery import FileSink
-from bot.services.generation import Requester
 from bot.settings import Settings
 from storage import Job, JobState
 

@@ -15,13 +15,9 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from bot.gc_pacer import GcPacer
+from bot.pipeline import DeliverySink, MediaStore, Metrics, Notifier, Pipeline, PipelineConfig
 from bot.pricing import PriceTable
 from bot.providers import ProviderError, ProviderHttp, VideoProvider, build_provider
-from bot.services.delivery import DeliverySink
-from bot.services.events import Notifier
-from bot.services.generation import GenerationService, PipelineConfig
-from bot.services.media import MediaStore
-from bot.services.metrics import Metrics
 from bot.settings import Settings
 from bot.web.app import WebServer, build_app
 from storage import Clock, Database
@@ -35,7 +31,7 @@ class Runtime:
     db: Database
     session: aiohttp.ClientSession
     providers: dict[str, VideoProvider]
-    service: GenerationService
+    service: Pipeline
     web: WebServer | None
     gc_pacer: GcPacer = field(default_factory=GcPacer)
 
@@ -82,7 +78,7 @@ async def open_runtime(
             max_total_bytes=settings.media_max_total_mb * 1024 * 1024,
             clock=db.clock,
         )
-        service = GenerationService(
+        service = Pipeline(
             db=db,
             providers=providers,
             default_provider=settings.provider,

@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import InvalidRequest
-from bot.services.moderation import Moderation
+from bot.pipeline import Moderation
 from cogs.checks import OWNERS_ONLY, Refused
 from cogs.modlog import post_log
 from cogs.ui import STATE_LINES, clip, request_of, ts

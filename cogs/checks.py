@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from bot.errors import NotPermitted
-from bot.services.generation import Requester
+from bot.pipeline import Requester
 
 if TYPE_CHECKING:
     from bot.client import KlingBot

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.services.policy import DAY_MS, day_start_ms
+from bot.pipeline import DAY_MS, day_start_ms
 from cogs.checks import role_ids
 from cogs.ui import clip, ts
 from storage import AccountRef, HistoryEntry

@@ -14,7 +14,7 @@ from discord.ext import commands
 
 from bot.ack_first import AckFirst
 from bot.errors import InvalidRequest, NotFound, NotPermitted
-from bot.services.generation import Receipt
+from bot.pipeline import Receipt
 from cogs.checks import requester_of
 from cogs.modlog import post_log
 from cogs.ui import (

@@ -14,8 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import InvalidRequest, NotPermitted
-from bot.services.moderation import Moderation
-from bot.services.policy import DAY_MS, check_regex, day_start_ms
+from bot.pipeline import DAY_MS, Moderation, check_regex, day_start_ms
 from cogs.checks import MODERATORS_ONLY, Refused, is_moderator, require_moderator
 from cogs.modlog import post_log
 from cogs.ui import FieldsModal, clip, register_buttons, ts

@@ -3,7 +3,7 @@
     python -m tests.pipeline_memory_worker ROOT API_BASE SINK
 
 Peak RSS (VmHWM) is process-wide and only grows, so the pipeline runs alone in this fresh process:
-the real GenerationService, database, web server and EachLabs adapter (tests.pipeline_support),
+the real Harness, database, web server and EachLabs adapter (tests.pipeline_support),
 pointed at the EachLabs double that the parent test process serves; the vendor's bytes are
 generated and streamed over loopback by the parent, so they are not part of this RSS.
 
@@ -29,9 +29,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot.pipeline import Delivered
 from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
-from bot.services.delivery import Delivered
 from bot.settings import EachLabsSettings
 from storage import Job, JobState
 from tests.pipeline_support import member, pipeline

@@ -14,13 +14,18 @@ from typing import Any
 
 import aiohttp
 
+from bot.pipeline import (
+    Delivered,
+    DeliveryError,
+    MediaStore,
+    Metrics,
+    Notifier,
+    Pipeline,
+    PipelineConfig,
+    Requester,
+)
 from bot.pricing import PriceTable
 from bot.providers import ProviderHttp, VideoProvider
-from bot.services.delivery import Delivered, DeliveryError
-from bot.services.events import Notifier
-from bot.services.generation import GenerationService, PipelineConfig, Requester
-from bot.services.media import MediaStore
-from bot.services.metrics import Metrics
 from bot.web.app import WebServer, build_app
 from storage import Clock, Database, Job, JobState, Ledger, OffsetClock
 
@@ -47,8 +52,8 @@ class RecordingSink:
 
 
 @dataclass
-class Pipeline:
-    service: GenerationService
+class Harness:
+    service: Pipeline
     db: Database
     ledger: Ledger
     web: WebServer
@@ -94,7 +99,7 @@ async def pipeline(
     public: bool = True,
     start: bool = True,
     **config: Any,
-) -> AsyncIterator[Pipeline]:
+) -> AsyncIterator[Harness]:
     clock = clock or OffsetClock()
     db = await Database.open(tmp_path / "pipeline.db", clock=clock)
     session = aiohttp.ClientSession()
@@ -111,7 +116,7 @@ async def pipeline(
         **config,
     }
     sink = RecordingSink(tmp_path / "delivered")
-    service = GenerationService(
+    service = Pipeline(
         db=db,
         providers=adapters,
         default_provider=default_provider,
@@ -131,7 +136,7 @@ async def pipeline(
     if start:
         await service.start()
     try:
-        yield Pipeline(service, db, Ledger(db), web, sink, clock, session)
+        yield Harness(service, db, Ledger(db), web, sink, clock, session)
     finally:
         await web.stop()
         await service.stop(grace_s=1.0)

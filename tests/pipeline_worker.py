@@ -2,7 +2,7 @@
 
     python -m tests.pipeline_worker CONFIG.json
 
-It runs the real GenerationService against the EachLabs double whose URL the config names, and
+It runs the real Pipeline against the EachLabs double whose URL the config names, and
 delivers into a folder, appending one line per delivery to deliveries.log (so a test can count
 them). Delivery waits until the config's gate file exists. With "stage": "after_reserve" it
 submits one job and SIGKILLs itself right after the hold is committed, before anything else runs.
@@ -21,12 +21,10 @@ from pathlib import Path
 import aiohttp
 from pydantic import SecretStr
 
+from bot.pipeline import Delivered, MediaStore, Pipeline, PipelineConfig, Requester
 from bot.pricing import PriceTable
 from bot.providers import ProviderHttp
 from bot.providers.eachlabs import EachLabsProvider
-from bot.services.delivery import Delivered
-from bot.services.generation import GenerationService, PipelineConfig, Requester
-from bot.services.media import MediaStore
 from bot.settings import EachLabsSettings
 from storage import Database, Job, SystemClock
 
@@ -55,7 +53,7 @@ async def main(config: dict[str, str]) -> None:
             EachLabsSettings(api_key=SecretStr(config["api_key"]), base_url=config["base_url"]),
             http,
         )
-        service = GenerationService(
+        service = Pipeline(
             db=db,
             providers={"eachlabs": provider},
             default_provider="eachlabs",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bot.services.media import MediaStore
+from bot.pipeline import MediaStore
 from storage import ManualClock
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.services.policy import day_start_ms
+from bot.pipeline import day_start_ms
 from bot.settings import EachLabsSettings
 from storage import AccountRef, JobState
 from tests.discord_double import DiscordDouble

@@ -16,7 +16,7 @@ from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
 from storage import AccountRef, InsufficientCredits, JobState, OffsetClock
-from tests.pipeline_support import Pipeline, ProviderFactory, member, pipeline
+from tests.pipeline_support import Harness, ProviderFactory, member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 
 SECRET = "whsec-pipeline"
@@ -43,7 +43,7 @@ def eachlabs(double: EachLabsDouble, secret: str | None = SECRET) -> ProviderFac
     return build
 
 
-async def fund(p: Pipeline, user: int = 7, amount: int = 200) -> None:
+async def fund(p: Harness, user: int = 7, amount: int = 200) -> None:
     await p.ledger.issue_to_member(1, user, amount, key=f"seed:{user}:{amount}")
 
 

@@ -31,7 +31,7 @@ from bot.providers.local import LocalProvider
 from bot.providers.segmind import MODEL, SegmindProvider
 from bot.settings import FalSettings, LocalSettings, SegmindSettings
 from storage import AccountRef, Job, JobState, OffsetClock, Transfer
-from tests.pipeline_support import Pipeline, ProviderFactory, member, pipeline
+from tests.pipeline_support import Harness, ProviderFactory, member, pipeline
 from tests.provider_doubles.base import VendorDouble, now_s
 from tests.provider_doubles.fal import API_KEY as FAL_KEY
 from tests.provider_doubles.fal import FalDouble, FalJob
@@ -50,16 +50,16 @@ SLOW_POLLS: dict[str, Any] = {"poll_initial_s": 30, "poll_max_s": 30}
 # -- shared helpers ------------------------------------------------------------------------------
 
 
-async def fund(p: Pipeline, amount: int = FUNDS) -> None:
+async def fund(p: Harness, amount: int = FUNDS) -> None:
     await p.ledger.issue_to_member(1, 7, amount, key=f"seed:7:{amount}")
 
 
-async def balance(p: Pipeline) -> tuple[int, int]:
+async def balance(p: Harness) -> tuple[int, int]:
     found = await p.ledger.balance(AccountRef.member(1, 7))
     return found.available, found.pending
 
 
-async def tracked(p: Pipeline, job_id: str, timeout_s: float = 5.0) -> Job:
+async def tracked(p: Harness, job_id: str, timeout_s: float = 5.0) -> Job:
     """Wait until the vendor's job id is recorded (the create's answer was handled)."""
     for _ in range(int(timeout_s / 0.02)):
         job = await p.service.jobs.get(job_id)
@@ -77,17 +77,17 @@ async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
     raise AssertionError("condition never became true")
 
 
-def sample(p: Pipeline, name: str, **labels: str) -> float:
+def sample(p: Harness, name: str, **labels: str) -> float:
     value = p.service.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else float(value)
 
 
-def status_checks(p: Pipeline, provider: str) -> float:
+def status_checks(p: Harness, provider: str) -> float:
     """How many status checks (polls) the service made at `provider`."""
     return sample(p, "klingbot_provider_request_seconds_count", provider=provider, operation="poll")
 
 
-def webhooks(p: Pipeline, provider: str, result: str) -> float:
+def webhooks(p: Harness, provider: str, result: str) -> float:
     return sample(p, "klingbot_webhooks_total", provider=provider, result=result)
 
 
@@ -95,11 +95,11 @@ def transfer_kinds(transfers: list[Transfer]) -> list[str]:
     return [t.kind.value for t in transfers]
 
 
-def delivered_bytes(p: Pipeline, job: Job) -> bytes:
+def delivered_bytes(p: Harness, job: Job) -> bytes:
     return (p.sink.out_dir / f"{job.id}.mp4").read_bytes()
 
 
-async def assert_delivered_once(p: Pipeline, job: Job, cost: int, size: int) -> None:
+async def assert_delivered_once(p: Harness, job: Job, cost: int, size: int) -> None:
     assert job.state is JobState.DELIVERED and job.delivered_via == "file"
     assert await p.captures(job.id) == [cost]
     assert job.charged == cost
@@ -138,14 +138,14 @@ def fal(double: FalDouble) -> ProviderFactory:
     return build
 
 
-async def fal_job(p: Pipeline, double: FalDouble, job_id: str) -> FalJob:
+async def fal_job(p: Harness, double: FalDouble, job_id: str) -> FalJob:
     job = await tracked(p, job_id)
     vendor_job = double.jobs[job.provider_job_id or ""]
     assert isinstance(vendor_job, FalJob)
     return vendor_job
 
 
-async def post(p: Pipeline, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+async def post(p: Harness, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
     async with p.session.post(url, data=body, headers=headers) as response:
         return response.status, await response.json()
 

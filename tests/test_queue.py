@@ -11,14 +11,14 @@ import pytest
 from pydantic import SecretStr
 
 from bot.errors import PolicyRefusal
+from bot.pipeline import ProviderIncident
 from bot.pricing import PriceTable
 from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.providers.fal import FalProvider
-from bot.services.generation import ProviderIncident
 from bot.settings import EachLabsSettings, FalSettings
 from storage import AccountRef, JobState
-from tests.pipeline_support import Pipeline, ProviderFactory, member, pipeline
+from tests.pipeline_support import Harness, ProviderFactory, member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 from tests.provider_doubles.fal import API_KEY as FAL_KEY
 from tests.provider_doubles.fal import FalDouble
@@ -49,7 +49,7 @@ def eachlabs(double: EachLabsDouble, *extra: tuple[str, Any]) -> ProviderFactory
 
 def queue_pipeline(
     tmp_path: Path, providers: ProviderFactory, **config: Any
-) -> AbstractAsyncContextManager[Pipeline]:
+) -> AbstractAsyncContextManager[Harness]:
     """A pipeline for queue tests: EachLabs first, no public URL, quick polls."""
     settings: dict[str, Any] = {"poll_initial_s": 0.05, "poll_max_s": 0.1, **config}
     return pipeline(tmp_path, providers, default_provider="eachlabs", public=False, **settings)
@@ -59,13 +59,13 @@ def prompt_member(double: EachLabsDouble, job_id: str) -> int:
     return int(double.jobs[job_id].request["input"]["prompt"].split()[1])
 
 
-async def fund(p: Pipeline, users: list[int], amount: int = 1000) -> None:
+async def fund(p: Harness, users: list[int], amount: int = 1000) -> None:
     for user in users:
         await p.ledger.issue_to_member(G, user, amount, key=f"seed:{user}")
 
 
 async def wait_all(
-    p: Pipeline, job_ids: list[str], *states: JobState, timeout_s: float = 60
+    p: Harness, job_ids: list[str], *states: JobState, timeout_s: float = 60
 ) -> None:
     for job_id in job_ids:
         await p.wait_for_state(job_id, *states, timeout_s=timeout_s)

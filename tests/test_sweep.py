@@ -5,9 +5,9 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from bot.services.generation import WEBHOOK_DELIVERY_KEEP_S
+from bot.pipeline import WEBHOOK_DELIVERY_KEEP_S
 from storage import AccountRef, JobState, OffsetClock
-from tests.pipeline_support import Pipeline, pipeline
+from tests.pipeline_support import Harness, pipeline
 from tests.pipeline_support import member as requester
 from tests.provider_doubles.eachlabs import EachLabsDouble
 from tests.test_pipeline import REQUEST, double, eachlabs, fund
@@ -20,7 +20,7 @@ DEADLINE_S = 600
 
 def parked(
     tmp_path: Path, double: EachLabsDouble, clock: OffsetClock
-) -> AbstractAsyncContextManager[Pipeline]:
+) -> AbstractAsyncContextManager[Harness]:
     """A pipeline whose provider takes no jobs: everything submitted stays queued."""
     return pipeline(
         tmp_path,
@@ -33,7 +33,7 @@ def parked(
     )
 
 
-async def available(p: Pipeline) -> tuple[int, int]:
+async def available(p: Harness) -> tuple[int, int]:
     balance = await p.ledger.balance(MEMBER)
     return balance.available, balance.pending
 

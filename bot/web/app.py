@@ -20,19 +20,19 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot.services.generation import GenerationService
+from bot.pipeline import Pipeline
 from storage import StorageError
 
 log = logging.getLogger(__name__)
 
-SERVICE = web.AppKey("service", GenerationService)
+SERVICE = web.AppKey("service", Pipeline)
 MAX_BODY = web.AppKey("max_body_bytes", int)
 READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[bool]]])
 JSON = "application/json"
 
 
 def build_app(
-    service: GenerationService,
+    service: Pipeline,
     *,
     max_body_bytes: int = 1024 * 1024,
     ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None,

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.errors import NotFound, UserError
-from bot.services.generation import GenerationService
-from bot.services.policy import DAY_MS, day_start_ms
+from bot.pipeline.generation import GenerationService
+from bot.pipeline.policy import DAY_MS, day_start_ms
 from storage import AccountRef, Balance, JobState, MemberUsage, ModerationEvent, Transfer, Tx
 from storage.ledger import ISSUANCE, SPEND
 

@@ -37,6 +37,14 @@ from bot.errors import (
     ServiceUnavailable,
     UserError,
 )
+from bot.pipeline.delivery import DeliveryError, DeliverySink
+from bot.pipeline.events import Notifier
+from bot.pipeline.media_store import MediaStore
+from bot.pipeline.metrics import Metrics
+from bot.pipeline.policy import PolicyGate
+from bot.pipeline.rates import CreateRate
+from bot.pipeline.scheduler import Scheduler
+from bot.pipeline.waiting import wait_event
 from bot.pricing import PriceTable
 from bot.providers import (
     ErrorKind,
@@ -49,14 +57,6 @@ from bot.providers import (
 )
 from bot.providers.download import download
 from bot.request import VideoRequest, parse_request
-from bot.services.delivery import DeliveryError, DeliverySink
-from bot.services.events import Notifier
-from bot.services.media import MediaStore
-from bot.services.metrics import Metrics
-from bot.services.policy import PolicyGate
-from bot.services.rates import CreateRate
-from bot.services.scheduler import Scheduler
-from bot.services.waiting import wait_event
 from bot.settings import Settings
 from storage import (
     AccountRef,

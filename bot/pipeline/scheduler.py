@@ -15,7 +15,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.services.waiting import wait_event
+from bot.pipeline.waiting import wait_event
 from storage import Clock
 
 log = logging.getLogger(__name__)
