@@ -24,9 +24,9 @@ import discord
 from discord import app_commands
 from pydantic import SecretStr
 
-from bot.client import FrontConfig, KlingBot
-from bot.discord_cli import NotConnectedSink
-from bot.runtime import Runtime, open_runtime
+from bot.client import KlingBot
+from bot.discord_cli import open_bot
+from bot.runtime import Runtime
 from bot.settings import EachLabsSettings, Settings
 from storage import OffsetClock
 from tests.discord_double import patch_discord_py
@@ -68,11 +68,13 @@ def bot_settings(data_dir: Path, vendor_url: str) -> Settings:
 @asynccontextmanager
 async def running_ping_bot(settings: Settings) -> AsyncIterator[tuple[PingBot, Runtime]]:
     """Open the runtime and log PingBot in (discord.py must already point at the double)."""
-    async with open_runtime(settings, delivery=NotConnectedSink(), clock=OffsetClock()) as runtime:
-        bot = PingBot(runtime, FrontConfig.from_settings(settings), guild_ready_timeout=0.1)
+    async with open_bot(
+        settings, bot_cls=PingBot, clock=OffsetClock(), guild_ready_timeout=0.1
+    ) as bot:
+        assert isinstance(bot, PingBot)
         task = asyncio.create_task(bot.start(TOKEN))
         try:
-            yield bot, runtime
+            yield bot, bot.runtime
         finally:
             await bot.close()
             await asyncio.wait_for(task, 15)

@@ -1,8 +1,10 @@
 """KlingBot: the discord.py client, built by the entry point with its dependencies injected.
 
-`setup_hook` loads an explicit list of cogs, registers the persistent (dynamic) buttons, plugs the
-Discord delivery sink and status messages into the pipeline, starts the pipeline and web server
-(which resumes unfinished jobs) and, with KLINGBOT_DEV_GUILD_ID, syncs commands to that guild.
+The bot is made first (a plain discord.py client), so that its delivery sink, status messages and
+incident reports can be handed to the pipeline when the runtime is built (bot.discord_cli.open_bot);
+then `attach(runtime)` gives it the running system. `setup_hook` loads an explicit list of cogs,
+registers the persistent (dynamic) buttons, starts the pipeline and web server (which resumes
+unfinished jobs) and, with KLINGBOT_DEV_GUILD_ID, syncs commands to that guild.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import yarl
 from discord.ext import commands
 
 from bot.ack_first import AckFirst
-from bot.pipeline import ProviderIncident
+from bot.pipeline import Pipeline, ProviderIncident
 from bot.runtime import Runtime
 from bot.settings import Settings
+from bot.status import StatusMessages
 from storage import BotState
 
 log = logging.getLogger(__name__)
@@ -77,9 +80,12 @@ def point_discord_py_at(api_base_url: str | None, gateway_url: str | None) -> No
 
 
 class KlingBot(commands.Bot):
+    runtime: Runtime
+    service: Pipeline
+    state: BotState
+
     def __init__(
         self,
-        runtime: Runtime,
         config: FrontConfig,
         *,
         start_pipeline: bool = True,
@@ -94,16 +100,18 @@ class KlingBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
             **options,
         )
-        self.runtime = runtime
-        self.service = runtime.service
         self.config = config
-        self.state = BotState(runtime.db)
         self.ack_first = AckFirst()
         self.start_pipeline = start_pipeline
+        self.status_messages = StatusMessages(self, config.status_edit_interval_s)
+
+    def attach(self, runtime: Runtime) -> None:
+        """Give the bot the running system (before it logs in)."""
+        self.runtime = runtime
+        self.service = runtime.service
+        self.state = BotState(runtime.db)
 
     async def setup_hook(self) -> None:
-        from bot.discord_delivery import DiscordSink
-        from bot.status import StatusMessages
         from cogs.ui import DYNAMIC_ITEMS
 
         for extension in EXTENSIONS:
@@ -111,10 +119,6 @@ class KlingBot(commands.Bot):
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         if not self.start_pipeline:
             return
-        self.service.delivery = DiscordSink(self)
-        self.status_messages = StatusMessages(self, self.config.status_edit_interval_s)
-        self.service.notifier.subscribe(self.status_messages)
-        self.service.incident_handlers.append(self.report_incident)
         await self.runtime.start()
         if self.config.dev_guild_id:
             await sync_commands(self, guild_id=self.config.dev_guild_id)
@@ -143,10 +147,7 @@ class KlingBot(commands.Bot):
         """Stop taking work, finish what is in flight, then disconnect."""
         if self.start_pipeline:
             await self.runtime.stop()
-            status = getattr(self, "status_messages", None)
-            if status is not None:
-                self.service.notifier.unsubscribe(status)
-                await status.close()
+            await self.status_messages.close()
         await super().close()
 
     def is_owner_id(self, user_id: int) -> bool:

@@ -10,22 +10,26 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import discord
 
 from bot.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
+from bot.discord_delivery import DiscordSink
 from bot.errors import ConfigError
 from bot.pipeline import Delivered, DeliveryError
 from bot.runtime import open_runtime
 from bot.settings import Settings
-from storage import Job
+from storage import Clock, Job
 
 log = logging.getLogger(__name__)
 
 
 class NotConnectedSink:
-    """Stands in until the bot plugs its Discord sink in (the pipeline is not started before)."""
+    """A sink for a runtime that never delivers (sync, benchmarks of the Discord side alone)."""
 
     async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
         raise DeliveryError("not connected to Discord yet")
@@ -39,19 +43,36 @@ def require_token(settings: Settings) -> str:
     return settings.discord_token.get_secret_value().strip()
 
 
+@asynccontextmanager
+async def open_bot(
+    settings: Settings,
+    *,
+    bot_cls: type[KlingBot] = KlingBot,
+    clock: Clock | None = None,
+    with_web: bool = True,
+    start_pipeline: bool = True,
+    **bot_options: Any,
+) -> AsyncIterator[KlingBot]:
+    """Make the bot, build the runtime around its sink, status messages and incident reports,
+    and attach it (not logged in yet)."""
+    bot = bot_cls(FrontConfig.from_settings(settings), start_pipeline=start_pipeline, **bot_options)
+    async with open_runtime(
+        settings,
+        delivery=DiscordSink(bot),
+        observers=[bot.status_messages],
+        incident_handlers=[bot.report_incident],
+        clock=clock,
+        with_web=with_web,
+        ready_checks={"discord": bot.is_gateway_ready},
+    ) as runtime:
+        bot.attach(runtime)
+        yield bot
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     token = require_token(settings)
     point_discord_py_at(settings.discord_api_base_url, settings.discord_gateway_url)
-    holder: list[KlingBot] = []
-
-    async def discord_ready() -> bool:
-        return bool(holder) and await holder[0].is_gateway_ready()
-
-    async with open_runtime(
-        settings, delivery=NotConnectedSink(), ready_checks={"discord": discord_ready}
-    ) as runtime:
-        bot = KlingBot(runtime, FrontConfig.from_settings(settings))
-        holder.append(bot)
+    async with open_bot(settings) as bot:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -74,15 +95,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 async def sync(args: argparse.Namespace, settings: Settings) -> int:
     token = require_token(settings)
     point_discord_py_at(settings.discord_api_base_url, settings.discord_gateway_url)
-    async with open_runtime(settings, delivery=NotConnectedSink(), with_web=False) as runtime:
-        bot = KlingBot(runtime, FrontConfig.from_settings(settings), start_pipeline=False)
-        async with bot:
-            try:
-                await bot.login(token)
-            except discord.LoginFailure:
-                print("Discord refused DISCORD_TOKEN.", file=sys.stderr)
-                return 2
-            changed = await sync_commands(bot, guild_id=args.guild, force=args.force)
+    async with open_bot(settings, with_web=False, start_pipeline=False) as bot, bot:
+        try:
+            await bot.login(token)
+        except discord.LoginFailure:
+            print("Discord refused DISCORD_TOKEN.", file=sys.stderr)
+            return 2
+        changed = await sync_commands(bot, guild_id=args.guild, force=args.force)
     where = (
         f"guild {args.guild}"
         if args.guild

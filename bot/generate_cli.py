@@ -138,7 +138,7 @@ async def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         quote = await service.quote(data, args.provider)
         await rt.start()
         watcher = Watcher()
-        service.notifier.subscribe(watcher)
+        service.subscribe(watcher)
         receipt = await service.submit(
             Requester(charge=False), quote.request, provider=quote.provider
         )

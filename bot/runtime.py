@@ -8,14 +8,22 @@ the pipeline, close providers, sessions and the database.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from bot.gc_pacer import GcPacer
-from bot.pipeline import DeliverySink, MediaStore, Metrics, Notifier, Pipeline, PipelineConfig
+from bot.pipeline import (
+    DeliverySink,
+    JobObserver,
+    MediaStore,
+    Metrics,
+    Pipeline,
+    PipelineConfig,
+    ProviderIncident,
+)
 from bot.pricing import PriceTable
 from bot.providers import ProviderError, ProviderHttp, VideoProvider, build_provider
 from bot.settings import Settings
@@ -43,7 +51,7 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.gc_pacer.stop()
-        self.service.accepting = False
+        self.service.close_intake()
         if self.web is not None:
             await self.web.stop()
         await self.service.stop()
@@ -54,11 +62,14 @@ async def open_runtime(
     settings: Settings,
     *,
     delivery: DeliverySink,
+    observers: Iterable[JobObserver] = (),
+    incident_handlers: Iterable[Callable[[ProviderIncident], Awaitable[None]]] = (),
     clock: Clock | None = None,
     with_web: bool = True,
     ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open the database and sessions and build the service (not started yet)."""
+    """Open the database and sessions and build the pipeline with the front end's sink,
+    observers and incident handlers (not started yet)."""
     db = await Database.open(settings.db_path, clock=clock)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.http_timeout_s))
     http = ProviderHttp(session, timeout_s=settings.http_timeout_s)
@@ -87,8 +98,9 @@ async def open_runtime(
             delivery=delivery,
             session=session,
             config=PipelineConfig.from_settings(settings),
-            notifier=Notifier(),
             metrics=Metrics(),
+            observers=observers,
+            incident_handlers=incident_handlers,
         )
         web = None
         if with_web:

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bot.client import FrontConfig, KlingBot
-from bot.discord_cli import NotConnectedSink
-from bot.runtime import Runtime, open_runtime
+from bot.client import KlingBot
+from bot.discord_cli import open_bot
+from bot.runtime import Runtime
 from bot.settings import LocalSettings, Settings
 from storage import AccountRef, Clock, Job, JobState, OffsetClock
 from tests.discord_double import DiscordDouble, DoubleInteraction, Message, patch_discord_py
@@ -130,8 +130,8 @@ async def running_bot(
     """Start KlingBot (pipeline, web server, gateway) against `double`; stop it on exit."""
     clock = clock or OffsetClock()
     with patch_discord_py(double):
-        async with open_runtime(settings, delivery=NotConnectedSink(), clock=clock) as runtime:
-            bot = KlingBot(runtime, FrontConfig.from_settings(settings), guild_ready_timeout=0.1)
+        async with open_bot(settings, clock=clock, guild_ready_timeout=0.1) as bot:
+            runtime = bot.runtime
             task = asyncio.create_task(bot.start(TOKEN))
             try:
                 await double.wait_until_connected(timeout=15)

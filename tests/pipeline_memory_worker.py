@@ -71,11 +71,12 @@ async def main(root: Path, api_base: str, sink: str) -> None:
         settings = EachLabsSettings(api_key=SecretStr(API_KEY), base_url=api_base)
         return {"eachlabs": EachLabsProvider(settings, http)}
 
-    async with pipeline(root, providers, default_provider="eachlabs", public=False) as p:
-        if sink == "whole":
-            p.service.delivery = WholeSink(p.sink.out_dir)
-        elif sink != "copy":
-            raise SystemExit(f"unknown sink {sink!r}")
+    if sink not in ("whole", "copy"):
+        raise SystemExit(f"unknown sink {sink!r}")
+    whole = WholeSink(root / "delivered") if sink == "whole" else None
+    async with pipeline(
+        root, providers, default_provider="eachlabs", public=False, sink=whole
+    ) as p:
         await p.ledger.issue_to_member(1, 7, 1000, key="seed")
 
         small = await p.service.submit(member(), REQUEST)

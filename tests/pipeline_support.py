@@ -4,9 +4,8 @@ pointed at loopback doubles, and a delivery sink that records what it delivered.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +16,19 @@ import aiohttp
 from bot.pipeline import (
     Delivered,
     DeliveryError,
+    DeliverySink,
     MediaStore,
     Metrics,
-    Notifier,
     Pipeline,
     PipelineConfig,
+    ProviderIncident,
     Requester,
 )
 from bot.pricing import PriceTable
 from bot.providers import ProviderHttp, VideoProvider
 from bot.web.app import WebServer, build_app
 from storage import Clock, Database, Job, JobState, Ledger, OffsetClock
+from tests.provider_support import free_port
 
 ProviderFactory = Callable[[ProviderHttp], dict[str, VideoProvider]]
 
@@ -98,8 +99,15 @@ async def pipeline(
     clock: Clock | None = None,
     public: bool = True,
     start: bool = True,
+    sink: DeliverySink | None = None,
+    pricing: PriceTable | None = None,
+    incident_handlers: Iterable[Callable[[ProviderIncident], Awaitable[None]]] = (),
+    port: int | None = None,
+    public_url: str | None = None,
     **config: Any,
 ) -> AsyncIterator[Harness]:
+    """A pipeline on a fresh database; `public` gives it a public URL (webhooks and media links)
+    at its own web server (or `public_url`, a proxy in front of `port`); `start=False` leaves it stopped (call `start` or `open_intake`)."""
     clock = clock or OffsetClock()
     db = await Database.open(tmp_path / "pipeline.db", clock=clock)
     session = aiohttp.ClientSession()
@@ -115,28 +123,28 @@ async def pipeline(
         "creates_per_min": dict.fromkeys(adapters, 100_000),
         **config,
     }
-    sink = RecordingSink(tmp_path / "delivered")
+    recording = RecordingSink(tmp_path / "delivered")
+    port = port or free_port()
+    if public:
+        public_url = public_url or f"http://127.0.0.1:{port}"
     service = Pipeline(
         db=db,
         providers=adapters,
         default_provider=default_provider,
-        pricing=PriceTable(),
-        media=MediaStore(tmp_path / "media", None, 86400, 10**10, clock),
-        delivery=sink,
+        pricing=pricing or PriceTable(),
+        media=MediaStore(tmp_path / "media", public_url, 86400, 10**10, clock),
+        delivery=sink or recording,
         session=session,
-        config=PipelineConfig(**settings),
-        notifier=Notifier(),
+        config=PipelineConfig(public_url=public_url, **settings),
         metrics=Metrics(),
+        incident_handlers=incident_handlers,
     )
-    web = WebServer(build_app(service, max_body_bytes=64 * 1024), "127.0.0.1", 0)
+    web = WebServer(build_app(service, max_body_bytes=64 * 1024), "127.0.0.1", port)
     await web.start()
-    if public:
-        service.config = dataclasses.replace(service.config, public_url=web.url)
-        service.media = dataclasses.replace(service.media, public_url=web.url)
     if start:
         await service.start()
     try:
-        yield Harness(service, db, Ledger(db), web, sink, clock, session)
+        yield Harness(service, db, Ledger(db), web, recording, clock, session)
     finally:
         await web.stop()
         await service.stop(grace_s=1.0)

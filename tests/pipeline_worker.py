@@ -65,7 +65,7 @@ async def main(config: dict[str, str]) -> None:
         )
         request = {"prompt": "a fox in the snow", "duration_s": 5}
         if config.get("stage") == "after_reserve":
-            service.accepting = True  # intake only: nothing else runs before the kill
+            service.open_intake()  # intake only: nothing else runs before the kill
             receipt = await service.submit(Requester(guild_id=1, user_id=7), request)
             print(receipt.job.id, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)

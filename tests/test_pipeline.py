@@ -294,7 +294,7 @@ async def test_late_success_is_delivered_and_charged_if_covered(
         receipt = await p.service.submit(member(), REQUEST)
         vendor_job = double.jobs[await created_job(double)]
         clock.advance(seconds=601)
-        p.service.scheduler.poke(receipt.job.id)
+        p.service.poke(receipt.job.id)
         await p.wait_for_state(receipt.job.id, JobState.EXPIRED)
         vendor_job.cancelled = False  # the vendor could not stop it
         if not covered:  # the member spent the returned credits meanwhile
@@ -367,7 +367,7 @@ async def test_delivery_failure_is_retried(tmp_path: Path, double: EachLabsDoubl
         p.sink.fail_next = 1
         receipt = await p.service.submit(member(), REQUEST)
         await p.wait_for_state(receipt.job.id, JobState.DELIVERY_FAILED)
-        p.service.scheduler.poke(receipt.job.id)  # instead of waiting 30 s for the retry
+        p.service.poke(receipt.job.id)  # instead of waiting 30 s for the retry
         job = await p.wait_for_state(receipt.job.id, JobState.DELIVERED)
         assert job.delivery_attempts == 1 and len(p.sink.deliveries) == 1
         assert await p.captures(job.id) == [COST]

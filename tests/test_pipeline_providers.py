@@ -9,7 +9,6 @@ interval is 30 s, so only the webhook can make the status check that completes t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -37,6 +36,7 @@ from tests.provider_doubles.fal import API_KEY as FAL_KEY
 from tests.provider_doubles.fal import FalDouble, FalJob
 from tests.provider_doubles.segmind import API_KEY as SEGMIND_KEY
 from tests.provider_doubles.segmind import SegmindDouble
+from tests.provider_support import free_port
 
 REQUEST = {"prompt": "a red fox running through snow", "duration_s": 5}
 COST = 40  # 5 s x 8 credits (fal and Segmind resolve to 1080p, multiplier 1)
@@ -423,11 +423,14 @@ async def test_local_webhook_completes_the_job_behind_a_slow_proxy(tmp_path: Pat
     """The webhook is sent once the render is over, so the status check it prompts sees the
     result even when the webhook's own answer is slow (reverse proxy, tunnel)."""
     factory, _ = local(tmp_path / "local", render_s=1.0)
+    port = free_port()
     async with (
-        pipeline(tmp_path, factory, default_provider="local", **SLOW_POLLS) as p,
-        slow_proxy(p.session, p.url, delay_s=0.3) as proxy,
+        aiohttp.ClientSession() as session,
+        slow_proxy(session, f"http://127.0.0.1:{port}", delay_s=0.3) as proxy,
+        pipeline(
+            tmp_path, factory, default_provider="local", port=port, public_url=proxy, **SLOW_POLLS
+        ) as p,
     ):
-        p.service.config = dataclasses.replace(p.service.config, public_url=proxy)
         await fund(p)
         receipt = await p.service.submit(member(), LOCAL_REQUEST)
         await tracked(p, receipt.job.id)

@@ -83,7 +83,7 @@ async def test_hundred_members_three_jobs_each_ten_slots_fair_order(tmp_path: Pa
             creates_per_min={"eachlabs": 100_000},
         ) as p:
             await fund(p, users)
-            p.service.accepting = True  # all 300 arrive before the dispatcher looks at the queue
+            p.service.open_intake()  # all 300 arrive before the dispatcher looks at the queue
             receipts = await asyncio.gather(
                 *(
                     p.service.submit(
@@ -171,7 +171,7 @@ async def test_vendor_429_slows_the_queue_and_no_job_fails(tmp_path: Path) -> No
                 for u in range(20, 30)
             ]
             await wait_all(p, [r.job.id for r in receipts], JobState.DELIVERED)
-            rate = p.service.rates["eachlabs"]
+            rate = p.service.create_rate("eachlabs")
             assert (rate.throttles >= 1 and rate.per_min < 600) or rate.throttles >= 1
             assert double.creates == 10 + 3
             jobs = [await p.service.jobs.get(r.job.id) for r in receipts]
@@ -184,19 +184,19 @@ async def test_failover_to_the_next_vendor_with_one_incident_message(tmp_path: P
         first.next_create(
             "status", 402, {"status": "error", "message": "Insufficient balance"}, times=100
         )
+        incidents: list[ProviderIncident] = []
+
+        async def record(incident: ProviderIncident) -> None:
+            incidents.append(incident)
+
         async with queue_pipeline(
             tmp_path,
             eachlabs(first, ("fal", second)),
             provider_chain=("eachlabs", "fal"),
             max_concurrent={"eachlabs": 10, "fal": 10},
+            pricing=PriceTable(provider_per_second={"fal": 10}),  # fal costs more
+            incident_handlers=[record],
         ) as p:
-            p.service.pricing = PriceTable(provider_per_second={"fal": 10})  # fal costs more
-            incidents: list[ProviderIncident] = []
-
-            async def record(incident: ProviderIncident) -> None:
-                incidents.append(incident)
-
-            p.service.incident_handlers.append(record)
             await fund(p, [5], amount=500)
             receipts = [
                 await p.service.submit(member(5), {"prompt": f"fox {n}", "duration_s": 5})
@@ -226,7 +226,7 @@ async def test_restart_with_fifty_queued_jobs_keeps_the_order(tmp_path: Path) ->
             max_concurrent={"eachlabs": 1},
         ) as p:
             await fund(p, users)
-            p.service.accepting = True  # intake only: nothing is dispatched before the restart
+            p.service.open_intake()  # intake only: nothing is dispatched before the restart
             for n in range(5):
                 for user in users:
                     await p.service.submit(
@@ -267,6 +267,6 @@ async def test_jobs_waiting_for_a_create_slot_count_against_the_member_limit(
             await asyncio.sleep(0.3)  # picked; waiting for the create slot, still queued
             third = (await p.service.submit(member(7), {"prompt": "c", "duration_s": 3})).job
             await asyncio.sleep(0.3)  # another dispatch round
-            in_flight = set(p.service._submitting)  # white box: who is waiting for a slot
+            in_flight = p.service.creates_in_flight()  # who is waiting for a create slot
             assert second.id in in_flight and third.id not in in_flight
             assert (await p.service.jobs.get(third.id)).state is JobState.QUEUED

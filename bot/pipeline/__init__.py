@@ -8,36 +8,31 @@ May import: bot.providers, bot.media, bot.request, bot.pricing, bot.settings, bo
 Never imports: discord, bot.discord, cogs, bot.web.
 """
 
+from bot.pipeline.config import WEBHOOK_DELIVERY_KEEP_S, PipelineConfig
 from bot.pipeline.delivery import Delivered, DeliveryError, DeliverySink, FileSink, fit_clip
-from bot.pipeline.events import Notifier
-from bot.pipeline.generation import (
-    WEBHOOK_DELIVERY_KEEP_S,
-    GenerationService,
-    PipelineConfig,
-    ProviderIncident,
-    Quote,
-    Receipt,
-    Requester,
-)
+from bot.pipeline.events import EventBus, JobEvent, JobObserver
+from bot.pipeline.facade import Pipeline
 from bot.pipeline.media_store import MediaStore
 from bot.pipeline.metrics import Metrics
+from bot.pipeline.models import ProviderIncident, Quote, Receipt, Requester
 from bot.pipeline.moderation import Moderation, PoolStatus, Report
 from bot.pipeline.policy import DAY_MS, check_regex, day_start_ms
-
-Pipeline = GenerationService
+from bot.pipeline.rates import CreateRate
 
 __all__ = [
     "DAY_MS",
     "WEBHOOK_DELIVERY_KEEP_S",
+    "CreateRate",
     "Delivered",
     "DeliveryError",
     "DeliverySink",
+    "EventBus",
     "FileSink",
-    "GenerationService",
+    "JobEvent",
+    "JobObserver",
     "MediaStore",
     "Metrics",
     "Moderation",
-    "Notifier",
     "Pipeline",
     "PipelineConfig",
     "PoolStatus",

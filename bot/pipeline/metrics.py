@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from storage import JobState, JobStore, Ledger
@@ -57,6 +59,15 @@ class Metrics:
         totals = await ledger.totals()
         self.credits_held.set(totals.held)
         self.credits_captured.set(totals.spent)
+
+    def observe_call(
+        self, provider: str, operation: str, started: float, error: Exception | None = None
+    ) -> None:
+        """Record one provider call that began at `started` (time.perf_counter())."""
+        self.provider_seconds.labels(provider, operation).observe(time.perf_counter() - started)
+        kind = getattr(error, "kind", None)
+        if kind is not None:
+            self.provider_errors.labels(provider, str(kind)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

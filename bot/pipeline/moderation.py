@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.errors import NotFound, UserError
-from bot.pipeline.generation import GenerationService
+from bot.pipeline.facade import Pipeline
 from bot.pipeline.policy import DAY_MS, day_start_ms
 from storage import AccountRef, Balance, JobState, MemberUsage, ModerationEvent, Transfer, Tx
 from storage.ledger import ISSUANCE, SPEND
@@ -40,7 +40,7 @@ class Report:
 
 
 class Moderation:
-    def __init__(self, service: GenerationService) -> None:
+    def __init__(self, service: Pipeline) -> None:
         self.service = service
         self.db = service.db
         self.ledger = service.ledger

@@ -24,14 +24,13 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(
         self,
-        callback: Callable[[str], Awaitable[None]],
         *,
         clock: Clock,
         concurrency: int = 16,
         max_sleep_s: float = 1.0,
         name: str = "scheduler",
     ) -> None:
-        self._callback = callback
+        self._callback: Callable[[str], Awaitable[None]] | None = None
         self._clock = clock
         self._concurrency = concurrency
         self._max_sleep_s = max_sleep_s
@@ -72,7 +71,9 @@ class Scheduler:
         self._due.pop(key, None)
         self._again.discard(key)
 
-    def start(self) -> None:
+    def start(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        """Start calling `callback(key)` for keys as they come due."""
+        self._callback = callback
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
 
@@ -110,6 +111,7 @@ class Scheduler:
             await wait_event(self._wake, sleep_s)
 
     async def _call(self, key: str) -> None:
+        assert self._callback is not None
         try:
             await self._callback(key)
         except asyncio.CancelledError:

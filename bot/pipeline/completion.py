@@ -1,0 +1,197 @@
+"""Completion: a succeeded job's clip is downloaded, charged for and delivered, exactly once.
+
+    succeeded ─ download (streamed, capped; a fresh link asked for once if it expired)
+              ─ capture (Settlement)
+              ─ deliver (the sink: Discord, a file) ─> delivered | delivery_failed (retried)
+
+Each step is idempotent and looks at what is already done (the clip on disk, the hold's
+resolution, the job's state), so a restart at any point finishes the job exactly once. At most one
+completion per job runs at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from bot.pipeline.config import PipelineConfig
+from bot.pipeline.delivery import DeliveryError, DeliverySink
+from bot.pipeline.events import EventBus, JobEvent
+from bot.pipeline.media_store import MediaStore
+from bot.pipeline.metrics import Metrics
+from bot.pipeline.scheduler import Scheduler
+from bot.pipeline.settlement import Settlement
+from bot.pipeline.tasks import BackgroundTasks
+from bot.pipeline.vendors import Vendors
+from bot.providers import ErrorKind, ProviderError, ProviderJob
+from bot.providers.download import download
+from storage import Clock, IllegalTransition, Job, JobState, JobStore
+
+log = logging.getLogger(__name__)
+
+S = JobState
+COMPLETABLE = frozenset({S.SUCCEEDED, S.DELIVERY_FAILED})
+
+
+class Completion:
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        clock: Clock,
+        vendors: Vendors,
+        media: MediaStore,
+        delivery: DeliverySink,
+        session: aiohttp.ClientSession,
+        config: PipelineConfig,
+        scheduler: Scheduler,
+        settlement: Settlement,
+        events: EventBus,
+        metrics: Metrics,
+        tasks: BackgroundTasks,
+    ) -> None:
+        self._jobs = jobs
+        self._clock = clock
+        self._vendors = vendors
+        self._media = media
+        self._delivery = delivery
+        self._session = session
+        self._config = config
+        self._scheduler = scheduler
+        self._settlement = settlement
+        self._events = events
+        self._metrics = metrics
+        self._tasks = tasks
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def complete(self, job: Job) -> None:
+        """Start completing a job (at most one completion per job at a time)."""
+        running = self._running.get(job.id)
+        if running is not None and not running.done():
+            return
+        task = self._tasks.spawn(self._completion(job.id), f"complete-{job.id}")
+        self._running[job.id] = task
+        task.add_done_callback(lambda _: self._running.pop(job.id, None))
+
+    async def _completion(self, job_id: str) -> None:
+        try:
+            await self._steps(job_id)
+        except Exception:
+            log.exception("completing job %s failed; retrying in a minute", job_id)
+            self._scheduler.schedule(job_id, self._clock.now_ms() + 60_000)
+
+    async def _steps(self, job_id: str) -> None:
+        job = await self._jobs.get(job_id)
+        if job.state not in COMPLETABLE:
+            return
+        clip = self._media.clip_path(job.id)
+        if not await asyncio.to_thread(clip.exists):
+            fetched = await self._download(job)
+            if fetched is None:
+                return
+            job = fetched
+        job = await self._settlement.capture(job)
+        await self._deliver(job)
+
+    async def _download(self, job: Job) -> Job | None:
+        clip = self._media.clip_path(job.id)
+        url = job.video_url
+        for attempt in range(2):
+            if not url:
+                break
+            try:
+                size = await download(
+                    self._session,
+                    url,
+                    clip,
+                    max_bytes=self._config.download_max_bytes,
+                    timeout_s=self._config.download_timeout_s,
+                    provider=job.provider,
+                )
+            except ProviderError as error:
+                if error.kind is ErrorKind.RESULT_EXPIRED and attempt == 0:
+                    url = await self._fresh_url(job)  # some vendors sign a new link per poll
+                    if url and url != job.video_url:
+                        job = await self._jobs.update(job.id, video_url=url)
+                        continue
+                if (
+                    error.kind is ErrorKind.TRANSIENT
+                    and job.delivery_attempts < self._config.delivery_max_attempts
+                ):
+                    job = await self._jobs.update(
+                        job.id, delivery_attempts=job.delivery_attempts + 1
+                    )
+                    delay_s = 15.0 * 2**job.delivery_attempts
+                    self._scheduler.schedule(job.id, self._clock.now_ms() + int(delay_s * 1000))
+                    log.warning(
+                        "download of %s failed, retrying in %.0fs: %s",
+                        job.id,
+                        delay_s,
+                        error.detail,
+                    )
+                    return None
+                await self._settlement.fail(job, error)
+                return None
+            return await self._jobs.update(job.id, media_path=str(clip), media_size_bytes=size)
+        await self._settlement.fail(
+            job, ProviderError(ErrorKind.RESULT_EXPIRED, "no video link", provider=job.provider)
+        )
+        return None
+
+    async def _fresh_url(self, job: Job) -> str | None:
+        provider = self._vendors.get(job.provider)
+        if provider is None or not job.provider_job_id:
+            return None
+        try:
+            status = await provider.poll(ProviderJob(job.provider_job_id, job.provider_data))
+        except ProviderError:
+            return None
+        return status.video_url
+
+    async def _deliver(self, job: Job) -> None:
+        clip = self._media.clip_path(job.id)
+        try:
+            try:
+                delivered = await self._delivery.deliver(job, clip, link=self._media.link(job))
+            except DeliveryError:
+                raise
+            except Exception as unexpected:  # a bug in a sink must not strand the job
+                log.exception("delivery of %s failed unexpectedly", job.id)
+                raise DeliveryError(f"unexpected delivery error: {unexpected!r}") from unexpected
+        except DeliveryError as error:
+            await self._delivery_failed(job, error)
+            return
+        try:
+            job = await self._jobs.transition(
+                job.id,
+                S.DELIVERED,
+                from_states=COMPLETABLE,
+                delivered_via=delivered.via,
+                result_message_id=delivered.message_id,
+                detail=delivered.detail[:300] or delivered.via,
+            )
+        except IllegalTransition:
+            return
+        self._metrics.deliveries.labels(delivered.via).inc()
+        self._events.publish(job, JobEvent.DELIVERED)
+
+    async def _delivery_failed(self, job: Job, error: DeliveryError) -> None:
+        attempts = job.delivery_attempts + 1
+        changes: dict[str, Any] = {
+            "delivery_attempts": attempts,
+            "error_message": str(error)[:1000],
+        }
+        if job.state is S.SUCCEEDED:
+            job = await self._jobs.transition(
+                job.id, S.DELIVERY_FAILED, detail=str(error)[:300], **changes
+            )
+        else:
+            job = await self._jobs.update(job.id, **changes)
+        self._events.publish(job, JobEvent.DELIVERY_FAILED)
+        if error.retryable and attempts < self._config.delivery_max_attempts:
+            delay_s = 30.0 * 2 ** (attempts - 1)
+            self._scheduler.schedule(job.id, self._clock.now_ms() + int(delay_s * 1000))
+        log.warning("delivery of %s failed (attempt %d): %s", job.id, attempts, error)

@@ -1,0 +1,28 @@
+"""The configured video providers, by name, and the one used when a request names none."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from bot.errors import ServiceUnavailable
+from bot.providers import VideoProvider
+
+
+class Vendors:
+    def __init__(self, adapters: Mapping[str, VideoProvider], default: str) -> None:
+        self._adapters = dict(adapters)
+        self.default = default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._adapters)
+
+    def get(self, name: str) -> VideoProvider | None:
+        return self._adapters.get(name)
+
+    def require(self, name: str | None = None) -> tuple[str, VideoProvider]:
+        """The named provider (or the default); ServiceUnavailable if it is not configured."""
+        name = name or self.default
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            raise ServiceUnavailable(f"The provider {name!r} is not configured.")
+        return name, adapter
