@@ -1,15 +1,29 @@
-"""klingbot's errors. Each carries its own user-facing message (`str(error)`).
+"""Every error klingbot raises, in one tree. Each carries its own message: `str(error)` is a
+sentence fit to show the person concerned (a member, a moderator, an operator); details for the
+logs live in attributes. The Discord front end turns them into replies in one place (its
+CommandTree's error handler); the web app turns webhook refusals into HTTP statuses.
 
-    KlingbotError
-    ├── ConfigError          settings missing or invalid; klingbot refuses to start
-    ├── UserError            the person asking can fix it; shown to them privately
-    │   ├── InvalidRequest   the video request breaks a limit (every problem listed)
-    │   ├── PolicyRefusal    a server rule refused it (which rule, and when it frees up)
-    │   ├── NotPermitted     the person may not do this
-    │   └── NotFound         the job (or other thing) named does not exist
-    └── ServiceUnavailable   klingbot cannot do it right now (database, provider down)
+    KlingbotError                      bot/errors.py
+    ├── ConfigError                    settings missing or invalid; klingbot refuses to start
+    ├── UserError                      the person asking can fix it; shown to them privately
+    │   ├── InvalidRequest             the video request breaks a limit (every problem listed)
+    │   ├── PolicyRefusal              a server rule refused it (which rule, when it frees up)
+    │   ├── NotPermitted               the person may not do this
+    │   └── NotFound                   the job (or other thing) named does not exist
+    ├── ServiceUnavailable             klingbot cannot do it right now; nothing was charged
+    ├── ProviderError (kind)           bot/providers/errors.py: a call *to* a vendor failed
+    ├── WebhookRefused (http_status)   bot/providers/errors.py: a call *from* a vendor is refused
+    │   ├── WebhookAuthError   → 401   missing or invalid signature, stale timestamp
+    │   └── WebhookParseError  → 400   not JSON, or not the vendor's payload shape
+    ├── MediaError                     bot/media/errors.py: a clip cannot be read or re-encoded
+    │   └── CannotFitError             not even a re-encode fits the upload limit
+    └── DeliveryError (retryable)      bot/pipeline/delivery.py: a finished clip was not posted
 
-Provider errors live in `bot.providers.errors`; ledger and job errors in `storage.errors`.
+    StorageError                       storage/errors.py (storage imports nothing from bot/)
+    ├── DatabaseUnavailable            the database cannot be written (read-only, full, locked)
+    ├── LedgerError                    InsufficientCredits, IdempotencyConflict, HoldNotFound,
+    │                                  HoldAlreadyResolved, InvalidMovement
+    └── JobError                       JobNotFound, IllegalTransition
 """
 
 from __future__ import annotations

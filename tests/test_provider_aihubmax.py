@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from bot.providers.aihubmax import AIHubMaxProvider
 from bot.providers.base import ProviderJob, ProviderState
 from bot.providers.download import download
-from bot.providers.errors import ErrorKind, ProviderError, WebhookError, WebhookParseError
+from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError, WebhookRefused
 from bot.providers.http import ProviderHttp
 from bot.request import Shot
 from bot.settings import AIHubMaxSettings
@@ -766,6 +766,6 @@ def test_status_parser_only_raises_provider_error(data: dict[str, Any]) -> None:
     | task_like.map(lambda v: json.dumps({"data": v}).encode()),
 )
 def test_callback_parser_only_raises_webhook_error(body: bytes) -> None:
-    with contextlib.suppress(WebhookError):
+    with contextlib.suppress(WebhookRefused):
         event = parser().parse_webhook({}, body)
         assert event.provider_job_id

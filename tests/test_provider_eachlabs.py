@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from bot.providers.base import ProviderJob, ProviderState
 from bot.providers.download import download
 from bot.providers.eachlabs import EachLabsProvider
-from bot.providers.errors import ErrorKind, ProviderError, WebhookAuthError, WebhookError
+from bot.providers.errors import ErrorKind, ProviderError, WebhookAuthError, WebhookRefused
 from bot.providers.http import ProviderHttp
 from bot.settings import EachLabsSettings
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
@@ -491,5 +491,5 @@ def test_webhook_parser_only_raises_webhook_error(
         EachLabsSettings(webhook_secret=SecretStr(secret) if secret else None),
         NO_HTTP,
     )
-    with contextlib.suppress(WebhookError):
+    with contextlib.suppress(WebhookRefused):
         provider.parse_webhook(headers, body)

@@ -24,8 +24,8 @@ from bot.providers.errors import (
     ErrorKind,
     ProviderError,
     WebhookAuthError,
-    WebhookError,
     WebhookParseError,
+    WebhookRefused,
 )
 from bot.providers.fal import FalProvider
 from bot.providers.http import ProviderHttp
@@ -822,7 +822,7 @@ def test_result_parser_only_raises_provider_error(
 )
 def test_webhook_parser_only_raises_webhook_error(body: bytes, headers: dict[str, str]) -> None:
     provider = FalProvider(FalSettings(), NO_HTTP, keys=HYPOTHESIS_KEYS, now_s=lambda: NOW)
-    with contextlib.suppress(WebhookError):
+    with contextlib.suppress(WebhookRefused):
         provider.parse_webhook(headers, body)
 
 

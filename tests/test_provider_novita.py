@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from bot.providers.base import ProviderJob, ProviderState
 from bot.providers.capabilities import CAPABILITIES
 from bot.providers.download import download
-from bot.providers.errors import ErrorKind, ProviderError, WebhookError, WebhookParseError
+from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError, WebhookRefused
 from bot.providers.http import ProviderHttp
 from bot.providers.novita import NovitaProvider
 from bot.request import VideoRequest
@@ -592,7 +592,7 @@ def test_status_parser_only_raises_provider_error(data: Any) -> None:
     headers=st.dictionaries(st.sampled_from(["Content-Type", "x"]), st.text(max_size=30)),
 )
 def test_webhook_parser_only_raises_webhook_error(body: bytes, headers: dict[str, str]) -> None:
-    with contextlib.suppress(WebhookError):
+    with contextlib.suppress(WebhookRefused):
         parser().parse_webhook(headers, body)
 
 

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from bot.providers.base import ProviderJob, ProviderState
 from bot.providers.download import download
-from bot.providers.errors import ErrorKind, ProviderError, WebhookError, WebhookParseError
+from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError, WebhookRefused
 from bot.providers.http import ProviderHttp
 from bot.providers.pixeldojo import PixelDojoProvider
 from bot.settings import PixelDojoSettings
@@ -625,6 +625,6 @@ def test_status_parser_only_raises_provider_error(data: dict[str, Any]) -> None:
     | status_like.map(lambda v: json.dumps({"data": v}).encode()),
 )
 def test_webhook_parser_only_raises_webhook_error(body: bytes) -> None:
-    with contextlib.suppress(WebhookError):
+    with contextlib.suppress(WebhookRefused):
         event = parser().parse_webhook({}, body)
         assert event.provider_job_id

@@ -23,8 +23,8 @@ from bot.providers.errors import (
     ErrorKind,
     ProviderError,
     WebhookAuthError,
-    WebhookError,
     WebhookParseError,
+    WebhookRefused,
 )
 from bot.providers.http import ProviderHttp
 from bot.providers.replicate import ReplicateProvider
@@ -686,7 +686,7 @@ def test_webhook_parser_only_raises_webhook_error(
         NO_HTTP,
         now_s=lambda: NOW,
     )
-    with contextlib.suppress(WebhookError):
+    with contextlib.suppress(WebhookRefused):
         provider.parse_webhook(headers, body)
 
 

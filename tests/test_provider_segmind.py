@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from bot.providers.base import ProviderJob, ProviderState
 from bot.providers.capabilities import CAPABILITIES
 from bot.providers.download import download
-from bot.providers.errors import ErrorKind, ProviderError, WebhookError, WebhookParseError
+from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError, WebhookRefused
 from bot.providers.http import ProviderHttp
 from bot.providers.segmind import SegmindProvider, read_v1_json, reset_in_s
 from bot.settings import SegmindSettings
@@ -839,7 +839,7 @@ def test_v1_reply_reader_only_raises_provider_error(data: Any) -> None:
     ),
 )
 def test_webhook_parser_only_raises_webhook_error(body: bytes, headers: dict[str, str]) -> None:
-    with pytest.raises(WebhookError):
+    with pytest.raises(WebhookRefused):
         parser().parse_webhook(headers, body)
 
 

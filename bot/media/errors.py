@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bot.errors import KlingbotError
 
-class MediaError(Exception):
+
+class MediaError(KlingbotError):
     """A media file could not be read, rendered or re-encoded.
 
     ``str(err)`` is a short human-readable sentence that names the file and,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bot.errors import KlingbotError
 from bot.media import CannotFitError, MediaError, shrink_to_fit
 from storage import Job
 
@@ -27,7 +28,7 @@ class Delivered:
     detail: str = ""
 
 
-class DeliveryError(Exception):
+class DeliveryError(KlingbotError):
     """A clip could not be delivered; `retryable` says whether trying later may help."""
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:

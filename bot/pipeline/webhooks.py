@@ -15,7 +15,7 @@ from bot.pipeline.metrics import Metrics
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.tasks import BackgroundTasks
 from bot.pipeline.vendors import Vendors
-from bot.providers import WebhookError
+from bot.providers import WebhookRefused
 from storage import JobStore
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class WebhookInbox:
             return 404, "unknown job"
         try:
             event = provider.parse_webhook(headers, body)
-        except WebhookError as error:
+        except WebhookRefused as error:
             result = "forged" if error.http_status == 401 else "malformed"
             self._metrics.webhooks.labels(provider_name, result).inc()
             log.warning("webhook for job %s refused (%s): %s", job.job_id, result, error.detail)

@@ -24,8 +24,8 @@ from bot.providers.errors import (
     ErrorKind,
     ProviderError,
     WebhookAuthError,
-    WebhookError,
     WebhookParseError,
+    WebhookRefused,
 )
 from bot.providers.http import ProviderHttp
 from bot.settings import Settings
@@ -43,9 +43,9 @@ __all__ = [
     "Submission",
     "VideoProvider",
     "WebhookAuthError",
-    "WebhookError",
     "WebhookEvent",
     "WebhookParseError",
+    "WebhookRefused",
     "build_provider",
 ]
 

@@ -1,9 +1,9 @@
-"""Provider errors: one taxonomy for every vendor.
+"""Provider errors: one taxonomy for every vendor (their place in the whole tree: bot/errors.py).
 
-ProviderError (kind: ErrorKind)        what any adapter raises, for any vendor failure
-└── WebhookError (http_status)         a webhook that must be refused
-    ├── WebhookAuthError   → 401       missing/invalid signature, stale timestamp
-    └── WebhookParseError  → 400       not JSON, or not the vendor's payload shape
+ProviderError (kind: ErrorKind)        an outbound call to a vendor failed, for any reason
+WebhookRefused (http_status)           an inbound callback from a vendor that must be refused
+├── WebhookAuthError   → 401           missing/invalid signature, stale timestamp
+└── WebhookParseError  → 400           not JSON, or not the vendor's payload shape
 """
 
 from __future__ import annotations
@@ -76,24 +76,25 @@ class ProviderError(KlingbotError):
         return self.kind in (ErrorKind.RATE_LIMITED, ErrorKind.TRANSIENT)
 
 
-class WebhookError(ProviderError):
-    """A webhook delivery that must be refused with `http_status`."""
+class WebhookRefused(KlingbotError):
+    """A webhook delivery that must be refused with `http_status`; `str()` is the reason."""
 
     http_status = 400
 
     def __init__(self, detail: str, *, provider: str = "") -> None:
-        super().__init__(ErrorKind.UNKNOWN, detail, provider=provider)
-        self.args = (detail,)
+        super().__init__(detail)
+        self.detail = detail
+        self.provider = provider
 
     def __str__(self) -> str:
         return self.detail
 
 
-class WebhookAuthError(WebhookError):
+class WebhookAuthError(WebhookRefused):
     http_status = 401
 
 
-class WebhookParseError(WebhookError):
+class WebhookParseError(WebhookRefused):
     http_status = 400
 
 
