@@ -2,6 +2,9 @@
 
 Nothing outside this package writes SQL. The classes here expose plain Python values, so another
 backend could sit behind the same methods.
+Owns: the schema and its migrations, the ledger's rules (enforced by the database itself), jobs
+and their allowed transitions, guild policy, the bot's small key-value state.
+May import: the standard library and its database drivers only; never anything from bot/ or cogs/.
 """
 
 from storage.clock import Clock, ManualClock, OffsetClock, SystemClock

@@ -3,6 +3,10 @@
 build_provider(name, settings, http)  -> VideoProvider
 VideoProvider.submit / poll / cancel / parse_webhook
 ProviderError(kind)                    the one error taxonomy (see bot.providers.errors)
+
+Owns: each vendor's wire format (requests, statuses, webhooks and their signatures), HTTP calls
+with their retry rules, clip downloads. Adapters never touch the ledger, jobs or Discord.
+May import: bot.request, bot.settings, bot.errors, bot.media (the offline `local` renderer).
 """
 
 from __future__ import annotations
