@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bot.errors import KlingbotError
-from bot.pipeline import FileSink, Requester
+from bot.pipeline import Actor, FileSink, Requester
 from bot.runtime import open_runtime
 from bot.settings import Settings
 from storage import Job, JobState
@@ -186,7 +186,7 @@ async def follow(
                 cancelling = True
                 progress.update(bar, description="cancelling…")
                 try:
-                    job = await service.cancel(job.id, actor_id=0, is_moderator=True)
+                    job = await service.cancel(job.id, Actor(0, is_owner=True))
                 except KlingbotError as error:
                     console.print(f"[yellow]Cannot cancel: {error}[/]")
             job = watcher.latest or job

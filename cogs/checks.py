@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from bot.errors import NotPermitted
-from bot.pipeline import Requester
+from bot.pipeline import Actor, Requester
 
 if TYPE_CHECKING:
     from bot.client import KlingBot
@@ -49,6 +49,17 @@ async def is_moderator(bot: KlingBot, interaction: discord.Interaction[Any]) -> 
 async def require_moderator(bot: KlingBot, interaction: discord.Interaction[Any]) -> None:
     if not await is_moderator(bot, interaction):
         raise NotPermitted(MODERATORS_ONLY)
+
+
+async def actor_of(bot: KlingBot, interaction: discord.Interaction[Any]) -> Actor:
+    """Who acts on an existing job, from which server: every job action checks that it is the
+    job's own server (bot owners excepted)."""
+    return Actor(
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id or 0,
+        is_moderator=await is_moderator(bot, interaction),
+        is_owner=bot.is_owner_id(interaction.user.id),
+    )
 
 
 async def requester_of(bot: KlingBot, interaction: discord.Interaction[Any]) -> Requester:

@@ -13,9 +13,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.ack_first import AckFirst
-from bot.errors import InvalidRequest, NotFound, NotPermitted
+from bot.errors import InvalidRequest, NotPermitted
 from bot.pipeline import Receipt
-from cogs.checks import requester_of
+from cogs.checks import actor_of, requester_of
 from cogs.modlog import post_log
 from cogs.ui import (
     approval_embed,
@@ -267,11 +267,11 @@ class Generate(commands.Cog):
         await interaction.response.send_modal(multishot_modal(on_shots))
 
     async def reroll(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self._job(job_id)
+        job = await self.bot.service.job_for(job_id, await actor_of(self.bot, interaction))
         await start_job(self.bot, interaction, dict(job.request), parent_job_id=job.id)
 
     async def remix(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self._job(job_id)
+        job = await self.bot.service.job_for(job_id, await actor_of(self.bot, interaction))
 
         async def on_values(
             modal_interaction: discord.Interaction[Any], values: dict[str, str]
@@ -318,12 +318,6 @@ class Generate(commands.Cog):
         await interaction.response.edit_message(
             content="Cancelled; nothing was charged.", view=None
         )
-
-    async def _job(self, job_id: str) -> Any:
-        job = await self.bot.service.jobs.find(job_id)
-        if job is None:
-            raise NotFound("That video no longer exists.")
-        return job
 
 
 async def setup(bot: KlingBot) -> None:

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import NotFound, NotPermitted
-from cogs.checks import is_moderator
+from cogs.checks import actor_of, is_moderator
 from cogs.ui import STATE_LINES, clip, details_embed, register_buttons, request_of, ts
 from storage import Job, JobState
 
@@ -80,11 +80,7 @@ class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"
         await self._cancel(interaction, job.strip())
 
     async def _cancel(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        cancelled = await self.bot.service.cancel(
-            job_id,
-            actor_id=interaction.user.id,
-            is_moderator=await is_moderator(self.bot, interaction),
-        )
+        cancelled = await self.bot.service.cancel(job_id, await actor_of(self.bot, interaction))
         returned = f" {cancelled.cost} credits were returned." if cancelled.hold_id else ""
         await interaction.response.send_message(
             f"Job `{cancelled.id}` cancelled.{returned}", ephemeral=True
@@ -94,16 +90,13 @@ class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"
         await self._cancel(interaction, job_id)
 
     async def details(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self.bot.service.jobs.find(job_id)
-        if job is None:
-            raise NotFound("That video no longer exists.")
+        job = await self.bot.service.job_for(job_id, await actor_of(self.bot, interaction))
         await interaction.response.send_message(embed=details_embed(job), ephemeral=True)
 
     async def delete(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self.bot.service.jobs.find(job_id)
-        if job is None:
-            raise NotFound("That video no longer exists.")
-        if interaction.user.id != job.user_id and not await is_moderator(self.bot, interaction):
+        actor = await actor_of(self.bot, interaction)
+        job = await self.bot.service.job_for(job_id, actor)
+        if interaction.user.id != job.user_id and not (actor.is_moderator or actor.is_owner):
             raise NotPermitted(
                 "Only the member who asked for this video or a moderator can delete it."
             )

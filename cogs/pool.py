@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.errors import InvalidRequest, NotPermitted
 from bot.pipeline import DAY_MS, Moderation, check_regex, day_start_ms
-from cogs.checks import MODERATORS_ONLY, Refused, is_moderator, require_moderator
+from cogs.checks import MODERATORS_ONLY, Refused, actor_of, is_moderator
 from cogs.modlog import post_log
 from cogs.ui import FieldsModal, clip, register_buttons, ts
 
@@ -432,8 +432,7 @@ class Pool(
     # -- approvals -------------------------------------------------------------------------------
 
     async def approve(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        await require_moderator(self.bot, interaction)
-        job = await self.bot.service.approve(job_id, actor_id=interaction.user.id)
+        job = await self.bot.service.approve(job_id, await actor_of(self.bot, interaction))
         await interaction.response.edit_message(
             content=f"✅ Approved by {who(interaction.user.id)}: {job.cost} credits held from the pool.",
             view=None,
@@ -443,7 +442,8 @@ class Pool(
         )
 
     async def deny(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        if not await is_moderator(self.bot, interaction):
+        await self.bot.service.job_for(job_id, actor := await actor_of(self.bot, interaction))
+        if not (actor.is_moderator or actor.is_owner):
             raise NotPermitted("Only moderators can answer approval requests.")
         reason_field = discord.ui.TextInput[Any](
             label="Reason (shown to the member)", required=False, max_length=300, custom_id="reason"
@@ -454,7 +454,7 @@ class Pool(
         ) -> None:
             reason = (values.get("reason") or "").strip() or None
             job = await self.bot.service.deny(
-                job_id, actor_id=modal_interaction.user.id, reason=reason
+                job_id, await actor_of(self.bot, modal_interaction), reason=reason
             )
             await modal_interaction.response.send_message(
                 "Declined; nothing was charged.", ephemeral=True

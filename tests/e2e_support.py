@@ -123,6 +123,18 @@ class Running:
         return next(m for m in self.double.messages(channel_id) if m.id == job.result_message_id)
 
 
+async def settle_discord_py_events() -> None:
+    """Let event handlers discord.py scheduled while closing run to their end, so none is left
+    half-made when the test's event loop closes ("coroutine Client._run_event was never
+    awaited")."""
+    pending = [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("discord.py:") and not task.done()
+    ]
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
 @asynccontextmanager
 async def running_bot(
     double: DiscordDouble, settings: Settings, *, clock: Clock | None = None
@@ -140,6 +152,7 @@ async def running_bot(
             finally:
                 await bot.close()
                 await asyncio.wait_for(task, 15)
+                await settle_discord_py_events()
 
 
 async def reply_text(inter: DoubleInteraction, timeout_s: float = 30.0) -> str:

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from bot.errors import NotPermitted, UserError
+from bot.pipeline import Actor
 from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
@@ -348,16 +349,16 @@ async def test_cancel_by_requester_moderator_and_others(
         receipt = await p.service.submit(member(), REQUEST)
         await p.wait_for_state(receipt.job.id, JobState.RUNNING)
         with pytest.raises(NotPermitted):
-            await p.service.cancel(receipt.job.id, actor_id=99)
-        job = await p.service.cancel(receipt.job.id, actor_id=7)
+            await p.service.cancel(receipt.job.id, Actor(99, guild_id=1))
+        job = await p.service.cancel(receipt.job.id, Actor(7, guild_id=1))
         assert job.state is JobState.CANCELLED
         assert double.jobs[job.provider_job_id or ""].cancelled
         assert (await p.ledger.balance(AccountRef.member(1, 7))).available == 200
         with pytest.raises(UserError, match="no longer be cancelled"):
-            await p.service.cancel(receipt.job.id, actor_id=7)
+            await p.service.cancel(receipt.job.id, Actor(7, guild_id=1))
         second = await p.service.submit(member(), REQUEST)
         assert (
-            await p.service.cancel(second.job.id, actor_id=1, is_moderator=True)
+            await p.service.cancel(second.job.id, Actor(1, guild_id=1, is_moderator=True))
         ).state is JobState.CANCELLED
 
 

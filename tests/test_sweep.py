@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from bot.pipeline import WEBHOOK_DELIVERY_KEEP_S
+from bot.pipeline import WEBHOOK_DELIVERY_KEEP_S, Actor
 from storage import AccountRef, JobState, OffsetClock
 from tests.pipeline_support import Harness, pipeline
 from tests.pipeline_support import member as requester
@@ -80,7 +80,7 @@ async def test_old_deliveries_of_finished_jobs_are_pruned(
         jobs = p.service.jobs
         finished = (await p.service.submit(requester(), REQUEST)).job
         live = (await p.service.submit(requester(), REQUEST)).job
-        await p.service.cancel(finished.id, actor_id=7)
+        await p.service.cancel(finished.id, Actor(7, guild_id=finished.guild_id))
         for job in (finished, live):
             assert await jobs.record_webhook("eachlabs", f"old-{job.id}", job.id)
         clock.advance(seconds=WEBHOOK_DELIVERY_KEEP_S + 1)

@@ -14,7 +14,7 @@ from bot.pipeline.events import EventBus, JobEvent, JobObserver
 from bot.pipeline.facade import Pipeline
 from bot.pipeline.media_store import MediaStore
 from bot.pipeline.metrics import Metrics
-from bot.pipeline.models import ProviderIncident, Quote, Receipt, Requester
+from bot.pipeline.models import Actor, ProviderIncident, Quote, Receipt, Requester
 from bot.pipeline.moderation import Moderation, PoolStatus, Report
 from bot.pipeline.policy import DAY_MS, check_regex, day_start_ms
 from bot.pipeline.rates import CreateRate
@@ -22,6 +22,7 @@ from bot.pipeline.rates import CreateRate
 __all__ = [
     "DAY_MS",
     "WEBHOOK_DELIVERY_KEEP_S",
+    "Actor",
     "CreateRate",
     "Delivered",
     "DeliveryError",

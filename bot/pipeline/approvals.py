@@ -6,9 +6,10 @@ moment) and queues the job; deny rejects it; the sweeper lapses requests nobody 
 
 from __future__ import annotations
 
-from bot.errors import NotFound, UserError
+from bot.errors import NotFound, NotPermitted, UserError
 from bot.pipeline.config import PipelineConfig
 from bot.pipeline.events import EventBus, JobEvent
+from bot.pipeline.models import Actor
 from bot.pipeline.policy import PolicyGate
 from storage import (
     Clock,
@@ -48,9 +49,10 @@ class Approvals:
         self._config = config
         self._events = events
 
-    async def approve(self, job_id: str, *, actor_id: int) -> Job:
+    async def approve(self, job_id: str, actor: Actor) -> Job:
         """A moderator approves a waiting job: its credits are held now and it is queued."""
-        job = await self._awaiting(job_id)
+        job = await self._awaiting(job_id, actor)
+        actor_id = actor.user_id
         snapshot = await self._policy.get(job.guild_id)
         now = self._clock.now_ms()
 
@@ -99,9 +101,10 @@ class Approvals:
         self._events.publish(approved, JobEvent.APPROVED)
         return approved
 
-    async def deny(self, job_id: str, *, actor_id: int, reason: str | None = None) -> Job:
+    async def deny(self, job_id: str, actor: Actor, *, reason: str | None = None) -> Job:
         """A moderator declines a waiting job; nothing was held, so nothing is refunded."""
-        job = await self._awaiting(job_id)
+        job = await self._awaiting(job_id, actor)
+        actor_id = actor.user_id
         why = f"A moderator declined it: {reason}" if reason else "A moderator declined it."
 
         async def run(tx: Tx) -> Job:
@@ -132,10 +135,12 @@ class Approvals:
         self._events.publish(denied, JobEvent.REJECTED)
         return denied
 
-    async def _awaiting(self, job_id: str) -> Job:
+    async def _awaiting(self, job_id: str, actor: Actor) -> Job:
         job = await self._jobs.find(job_id)
-        if job is None:
-            raise NotFound(f"There is no job {job_id}.")
+        if job is None or not actor.may_see(job):
+            raise NotFound(f"There is no job {job_id} in this server.")
+        if not (actor.is_moderator or actor.is_owner):
+            raise NotPermitted("Only moderators can answer approval requests.")
         if job.state is not S.AWAITING_APPROVAL:
             raise UserError(
                 f"This request was already answered (it is {job.state.value.replace('_', ' ')})."

@@ -28,7 +28,7 @@ from bot.pipeline.failover import Failover, IncidentHandler
 from bot.pipeline.intake import Intake
 from bot.pipeline.media_store import MediaStore
 from bot.pipeline.metrics import Metrics
-from bot.pipeline.models import Quote, Receipt, Requester
+from bot.pipeline.models import Actor, Quote, Receipt, Requester
 from bot.pipeline.policy import PolicyGate
 from bot.pipeline.rates import CreateRate
 from bot.pipeline.scheduler import Scheduler
@@ -260,9 +260,14 @@ class Pipeline:
             requester, data, provider=provider, parent_job_id=parent_job_id
         )
 
-    async def cancel(self, job_id: str, *, actor_id: int, is_moderator: bool = False) -> Job:
-        """Cancel a job for its requester or a moderator; the hold is voided."""
-        return await self._intake.cancel(job_id, actor_id=actor_id, is_moderator=is_moderator)
+    async def job_for(self, job_id: str, actor: Actor) -> Job:
+        """The job `actor` names, if it is in the actor's server (or the actor owns the bot);
+        NotFound otherwise, the same answer whether it does not exist or is another server's."""
+        return await self._intake.job_for(job_id, actor)
+
+    async def cancel(self, job_id: str, actor: Actor) -> Job:
+        """Cancel a job for its requester or a moderator of its server; the hold is voided."""
+        return await self._intake.cancel(job_id, actor)
 
     async def position_and_eta(self, job: Job) -> tuple[int | None, int | None]:
         """A queued job's place in line; a running job's expected finish (unix ms)."""
@@ -271,11 +276,13 @@ class Pipeline:
     async def typical_run_ms(self, provider: str) -> int:
         return await self._intake.typical_run_ms(provider)
 
-    async def approve(self, job_id: str, *, actor_id: int) -> Job:
-        return await self._approvals.approve(job_id, actor_id=actor_id)
+    async def approve(self, job_id: str, actor: Actor) -> Job:
+        """A moderator of the job's server approves it: credits are held and it is queued."""
+        return await self._approvals.approve(job_id, actor)
 
-    async def deny(self, job_id: str, *, actor_id: int, reason: str | None = None) -> Job:
-        return await self._approvals.deny(job_id, actor_id=actor_id, reason=reason)
+    async def deny(self, job_id: str, actor: Actor, *, reason: str | None = None) -> Job:
+        """A moderator of the job's server declines it; nothing was held."""
+        return await self._approvals.deny(job_id, actor, reason=reason)
 
     async def lapse_approvals(self) -> int:
         return await self._approvals.lapse()

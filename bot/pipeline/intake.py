@@ -16,7 +16,7 @@ from typing import Any
 from bot.errors import InvalidRequest, NotFound, NotPermitted, PolicyRefusal, UserError
 from bot.pipeline.config import DEFAULT_RUN_MS, PipelineConfig
 from bot.pipeline.events import EventBus, JobEvent
-from bot.pipeline.models import Quote, Receipt, Requester
+from bot.pipeline.models import Actor, Quote, Receipt, Requester
 from bot.pipeline.policy import PolicyGate
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.settlement import Settlement
@@ -200,12 +200,19 @@ class Intake:
                 message += f" That should be <t:{frees_ms // 1000}:R>."
             raise PolicyRefusal("queued_jobs", message)
 
-    async def cancel(self, job_id: str, *, actor_id: int, is_moderator: bool = False) -> Job:
-        """Cancel a job for its requester or a moderator; the hold is voided."""
+    async def job_for(self, job_id: str, actor: Actor) -> Job:
+        """The job, if `actor` may act on it from where they are; else NotFound, the same answer
+        for a job that does not exist and one of another server."""
         job = await self._jobs.find(job_id)
-        if job is None:
-            raise NotFound(f"There is no job {job_id}.")
-        if actor_id != job.user_id and not is_moderator:
+        if job is None or not actor.may_see(job):
+            raise NotFound(f"There is no job {job_id} in this server.")
+        return job
+
+    async def cancel(self, job_id: str, actor: Actor) -> Job:
+        """Cancel a job for its requester or a moderator of its server; the hold is voided."""
+        job = await self.job_for(job_id, actor)
+        actor_id = actor.user_id
+        if actor_id != job.user_id and not (actor.is_moderator or actor.is_owner):
             raise NotPermitted(
                 "Only the member who asked for this video or a moderator can cancel it."
             )

@@ -49,3 +49,18 @@ class ProviderIncident:
     detail: str
     moved_to: str
     guild_id: int
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts on an existing job, and from which server. Every job action checks that the
+    server is the job's own (bot owners excepted), so a moderator of one server can never touch
+    another server's jobs."""
+
+    user_id: int
+    guild_id: int = 0
+    is_moderator: bool = False
+    is_owner: bool = False
+
+    def may_see(self, job: Job) -> bool:
+        return self.is_owner or job.guild_id == self.guild_id
