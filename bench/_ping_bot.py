@@ -24,8 +24,8 @@ import discord
 from discord import app_commands
 from pydantic import SecretStr
 
-from bot.client import FrontConfig, KlingBot
-from bot.discord_cli import NotConnectedSink
+from bot.discord.cli import NotConnectedSink
+from bot.discord.client import FrontConfig, KlingBot
 from bot.runtime import Runtime, open_runtime
 from bot.settings import EachLabsSettings, Settings
 from storage import OffsetClock

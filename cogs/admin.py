@@ -9,14 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.checks import OWNERS_ONLY, Refused
+from bot.discord.modlog import post_log
+from bot.discord.ui import STATE_LINES, clip, request_of, ts
 from bot.errors import InvalidRequest
 from bot.pipeline import Moderation
-from cogs.checks import OWNERS_ONLY, Refused
-from cogs.modlog import post_log
-from cogs.ui import STATE_LINES, clip, request_of, ts
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 
 class Admin(

@@ -12,12 +12,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.ack_first import AckFirst
-from bot.errors import InvalidRequest, NotFound, NotPermitted
-from bot.pipeline import Receipt
-from cogs.checks import requester_of
-from cogs.modlog import post_log
-from cogs.ui import (
+from bot.discord.ack_first import AckFirst
+from bot.discord.checks import requester_of
+from bot.discord.modlog import post_log
+from bot.discord.ui import (
     approval_embed,
     multishot_modal,
     parse_shots,
@@ -27,10 +25,12 @@ from cogs.ui import (
     status_view,
     view_of,
 )
+from bot.errors import InvalidRequest, NotFound, NotPermitted
+from bot.pipeline import Receipt
 from storage import JobState
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def answer(interaction: discord.Interaction[Any], work: Awaitable[Reply]) 
 
     Checking, pricing and holding credits touch the database; deferring first keeps the
     acknowledgement fast however many members ask at the same moment; the work then waits for
-    the acknowledgements still in flight (bot/ack_first.py).
+    the acknowledgements still in flight (bot/discord/ack_first.py).
     """
     gate = getattr(interaction.client, "ack_first", None) or AckFirst()
     async with gate.acknowledging():

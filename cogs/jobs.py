@@ -8,13 +8,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.checks import is_moderator
+from bot.discord.ui import STATE_LINES, clip, details_embed, register_buttons, request_of, ts
 from bot.errors import NotFound, NotPermitted
-from cogs.checks import is_moderator
-from cogs.ui import STATE_LINES, clip, details_embed, register_buttons, request_of, ts
 from storage import Job, JobState
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 
 class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"):

@@ -13,14 +13,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.checks import MODERATORS_ONLY, Refused, is_moderator, require_moderator
+from bot.discord.modlog import post_log
+from bot.discord.ui import FieldsModal, clip, register_buttons, ts
 from bot.errors import InvalidRequest, NotPermitted
 from bot.pipeline import DAY_MS, Moderation, check_regex, day_start_ms
-from cogs.checks import MODERATORS_ONLY, Refused, is_moderator, require_moderator
-from cogs.modlog import post_log
-from cogs.ui import FieldsModal, clip, register_buttons, ts
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 
 def who(user_id: int) -> str:

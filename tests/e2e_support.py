@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bot.client import FrontConfig, KlingBot
-from bot.discord_cli import NotConnectedSink
+from bot.discord.cli import NotConnectedSink
+from bot.discord.client import FrontConfig, KlingBot
 from bot.runtime import Runtime, open_runtime
 from bot.settings import LocalSettings, Settings
 from storage import AccountRef, Clock, Job, JobState, OffsetClock

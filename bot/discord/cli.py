@@ -14,7 +14,7 @@ from pathlib import Path
 
 import discord
 
-from bot.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
+from bot.discord.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
 from bot.errors import ConfigError
 from bot.pipeline import Delivered, DeliveryError
 from bot.runtime import open_runtime

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from cogs.ui import status_embed, status_view
+from bot.discord.ui import status_embed, status_view
 from storage import Job, JobState
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 log = logging.getLogger(__name__)
 

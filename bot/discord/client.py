@@ -17,7 +17,7 @@ import discord
 import yarl
 from discord.ext import commands
 
-from bot.ack_first import AckFirst
+from bot.discord.ack_first import AckFirst
 from bot.pipeline import ProviderIncident
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -26,7 +26,7 @@ from storage import BotState
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (
-    "cogs.errors",
+    "bot.discord.errors",
     "cogs.generate",
     "cogs.credits",
     "cogs.jobs",
@@ -102,9 +102,9 @@ class KlingBot(commands.Bot):
         self.start_pipeline = start_pipeline
 
     async def setup_hook(self) -> None:
-        from bot.discord_delivery import DiscordSink
-        from bot.status import StatusMessages
-        from cogs.ui import DYNAMIC_ITEMS
+        from bot.discord.delivery import DiscordSink
+        from bot.discord.status import StatusMessages
+        from bot.discord.ui import DYNAMIC_ITEMS
 
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -124,7 +124,7 @@ class KlingBot(commands.Bot):
 
     async def report_incident(self, incident: ProviderIncident) -> None:
         """Tell a guild's log channel, once per incident, that jobs moved to another provider."""
-        from cogs.modlog import post_log
+        from bot.discord.modlog import post_log
 
         await post_log(
             self,

@@ -17,7 +17,7 @@ from bot.request import SHOT_PROMPT_MAX_CHARS, VideoRequest
 from storage import Job, JobState
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 ButtonHandler = Callable[[discord.Interaction[Any], str], Awaitable[None]]
 S = JobState
@@ -220,7 +220,7 @@ class ActionButton(
         return cls(match["action"], match["ident"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        from cogs.errors import report_error
+        from bot.discord.errors import report_error
 
         bot: KlingBot = interaction.client
         handler = bot_handlers(bot).get(self.action)
@@ -287,7 +287,7 @@ class FieldsModal(discord.ui.Modal):
     async def on_error(  # type: ignore[override]  # Modal's signature, not BaseView's
         self, interaction: discord.Interaction[Any], error: Exception, /
     ) -> None:
-        from cogs.errors import report_error
+        from bot.discord.errors import report_error
 
         await report_error(interaction, error)
 

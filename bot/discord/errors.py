@@ -14,8 +14,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.checks import Refused
 from bot.errors import KlingbotError, ServiceUnavailable
-from cogs.checks import Refused
 from storage import DatabaseUnavailable, InsufficientCredits, LedgerError
 
 log = logging.getLogger(__name__)
