@@ -18,6 +18,7 @@ import yarl
 from discord.ext import commands
 
 from bot.discord.ack_first import AckFirst
+from bot.discord.tree import KlingTree
 from bot.pipeline import ProviderIncident
 from bot.runtime import Runtime
 from bot.settings import Settings
@@ -26,7 +27,6 @@ from storage import BotState
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (
-    "bot.discord.errors",
     "cogs.generate",
     "cogs.credits",
     "cogs.jobs",
@@ -91,6 +91,7 @@ class KlingBot(commands.Bot):
             command_prefix=commands.when_mentioned,
             intents=intents,
             help_command=None,
+            tree_cls=KlingTree,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
             **options,
         )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import discord
 
+from bot.discord.tree import report_error
 from bot.request import SHOT_PROMPT_MAX_CHARS, VideoRequest
 from storage import Job, JobState
 
@@ -220,8 +221,6 @@ class ActionButton(
         return cls(match["action"], match["ident"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        from bot.discord.errors import report_error
-
         bot: KlingBot = interaction.client
         handler = bot_handlers(bot).get(self.action)
         try:
@@ -287,8 +286,6 @@ class FieldsModal(discord.ui.Modal):
     async def on_error(  # type: ignore[override]  # Modal's signature, not BaseView's
         self, interaction: discord.Interaction[Any], error: Exception, /
     ) -> None:
-        from bot.discord.errors import report_error
-
         await report_error(interaction, error)
 
 
