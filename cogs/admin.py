@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bot.discord.checks import OWNERS_ONLY, Refused
 from bot.discord.modlog import post_log
-from bot.discord.ui import STATE_LINES, clip, request_of, ts
+from bot.discord.render import STATE_LINES, clip, request_of, ts
 from bot.errors import InvalidRequest
 from bot.pipeline import Moderation
 

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord.checks import role_ids
-from bot.discord.ui import clip, ts
+from bot.discord.render import clip, ts
 from bot.pipeline import DAY_MS, day_start_ms
 from storage import AccountRef, HistoryEntry
 

@@ -1,4 +1,4 @@
-"""/jobs list and /jobs cancel, and the Cancel, Details and Delete buttons."""
+"""/jobs list, /jobs cancel and /queue."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.buttons import cancel_job
 from bot.discord.checks import is_moderator
-from bot.discord.ui import STATE_LINES, clip, details_embed, register_buttons, request_of, ts
-from bot.errors import NotFound, NotPermitted
+from bot.discord.render import STATE_LINES, clip, request_of, ts
+from bot.errors import NotFound
 from storage import Job, JobState
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"
     def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
         super().__init__()
-        register_buttons(bot, cancel=self.cancel_button, details=self.details, delete=self.delete)
 
     async def line(self, job: Job) -> str:
         state = STATE_LINES[job.state]
@@ -77,39 +77,7 @@ class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"
             if not live:
                 raise NotFound("You have no video in progress.")
             job = live[0].id
-        await self._cancel(interaction, job.strip())
-
-    async def _cancel(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        cancelled = await self.bot.service.cancel(
-            job_id,
-            actor_id=interaction.user.id,
-            is_moderator=await is_moderator(self.bot, interaction),
-        )
-        returned = f" {cancelled.cost} credits were returned." if cancelled.hold_id else ""
-        await interaction.response.send_message(
-            f"Job `{cancelled.id}` cancelled.{returned}", ephemeral=True
-        )
-
-    async def cancel_button(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        await self._cancel(interaction, job_id)
-
-    async def details(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self.bot.service.jobs.find(job_id)
-        if job is None:
-            raise NotFound("That video no longer exists.")
-        await interaction.response.send_message(embed=details_embed(job), ephemeral=True)
-
-    async def delete(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self.bot.service.jobs.find(job_id)
-        if job is None:
-            raise NotFound("That video no longer exists.")
-        if interaction.user.id != job.user_id and not await is_moderator(self.bot, interaction):
-            raise NotPermitted(
-                "Only the member who asked for this video or a moderator can delete it."
-            )
-        if interaction.message is not None:
-            await interaction.message.delete()
-        await interaction.response.send_message("Deleted.", ephemeral=True)
+        await cancel_job(self.bot, interaction, job.strip())
 
 
 class Queue(commands.Cog):

@@ -1,4 +1,5 @@
-"""/pool: moderators run the server's shared credit pool. Approve/Deny buttons live here too.
+"""/pool: moderators run the server's shared credit pool (the Approve/Deny buttons on approval
+requests are in bot/discord/buttons.py).
 
 Every subcommand checks at run time that the caller is a moderator (Manage Server, or the
 server's moderator role); Discord's default permissions only decide who sees the command.
@@ -13,18 +14,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.checks import MODERATORS_ONLY, Refused, is_moderator, require_moderator
-from bot.discord.modlog import post_log
-from bot.discord.ui import FieldsModal, clip, register_buttons, ts
+from bot.discord.checks import MODERATORS_ONLY, Refused, is_moderator
+from bot.discord.modlog import log_moderation
+from bot.discord.render import clip, ts, who
 from bot.errors import InvalidRequest, NotPermitted
 from bot.pipeline import DAY_MS, Moderation, check_regex, day_start_ms
 
 if TYPE_CHECKING:
     from bot.discord.client import KlingBot
-
-
-def who(user_id: int) -> str:
-    return f"<@{user_id}>"
 
 
 class Pool(
@@ -41,7 +38,6 @@ class Pool(
         self.bot = bot
         self.moderation = Moderation(bot.service)
         super().__init__()
-        register_buttons(bot, approve=self.approve, deny=self.deny)
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if not await is_moderator(self.bot, interaction):
@@ -49,7 +45,7 @@ class Pool(
         return True
 
     async def log(self, interaction: discord.Interaction[Any], text: str) -> None:
-        await post_log(self.bot, interaction.guild_id or 0, f"🛡️ {who(interaction.user.id)} {text}")
+        await log_moderation(self.bot, interaction, text)
 
     async def reply(self, interaction: discord.Interaction[Any], text: str, **kwargs: Any) -> None:
         await interaction.response.send_message(text, ephemeral=True, **kwargs)
@@ -427,46 +423,6 @@ class Pool(
             f"Usage since {ts(since, 'D')}: {report.members} members, {report.spent} credits spent.",
             files=files,
             ephemeral=True,
-        )
-
-    # -- approvals -------------------------------------------------------------------------------
-
-    async def approve(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        await require_moderator(self.bot, interaction)
-        job = await self.bot.service.approve(job_id, actor_id=interaction.user.id)
-        await interaction.response.edit_message(
-            content=f"✅ Approved by {who(interaction.user.id)}: {job.cost} credits held from the pool.",
-            view=None,
-        )
-        await self.log(
-            interaction, f"approved job `{job.id}` of {who(job.user_id)} ({job.cost} credits)"
-        )
-
-    async def deny(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        if not await is_moderator(self.bot, interaction):
-            raise NotPermitted("Only moderators can answer approval requests.")
-        reason_field = discord.ui.TextInput[Any](
-            label="Reason (shown to the member)", required=False, max_length=300, custom_id="reason"
-        )
-
-        async def on_reason(
-            modal_interaction: discord.Interaction[Any], values: dict[str, str]
-        ) -> None:
-            reason = (values.get("reason") or "").strip() or None
-            job = await self.bot.service.deny(
-                job_id, actor_id=modal_interaction.user.id, reason=reason
-            )
-            await modal_interaction.response.send_message(
-                "Declined; nothing was charged.", ephemeral=True
-            )
-            await self.log(
-                modal_interaction,
-                f"declined job `{job.id}` of {who(job.user_id)}"
-                + (f" ({reason})" if reason else ""),
-            )
-
-        await interaction.response.send_modal(
-            FieldsModal("Decline this video", [reason_field], on_reason)
         )
 
 

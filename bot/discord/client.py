@@ -1,8 +1,10 @@
 """KlingBot: the discord.py client, built by the entry point with its dependencies injected.
 
-`setup_hook` loads an explicit list of cogs, registers the persistent (dynamic) buttons, plugs the
-Discord delivery sink and status messages into the pipeline, starts the pipeline and web server
-(which resumes unfinished jobs) and, with KLINGBOT_DEV_GUILD_ID, syncs commands to that guild.
+`setup_hook` loads an explicit tuple of extensions (cogs), registers the persistent buttons (one
+`DynamicItem` class per action), plugs the Discord delivery sink, status messages and incident
+reports into the pipeline (`_wire_pipeline`), starts the pipeline and web server (which resumes
+unfinished jobs) and, with KLINGBOT_DEV_GUILD_ID, syncs commands to that guild. Errors are
+answered by the command tree (`tree_cls=KlingTree`).
 """
 
 from __future__ import annotations
@@ -11,18 +13,32 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 import yarl
 from discord.ext import commands
 
 from bot.discord.ack_first import AckFirst
+from bot.discord.buttons import (
+    ApproveButton,
+    CancelButton,
+    DeleteButton,
+    DenyButton,
+    DetailsButton,
+    KlingButton,
+)
+from bot.discord.delivery import DiscordSink
+from bot.discord.modlog import post_log
+from bot.discord.status import StatusMessages
 from bot.discord.tree import KlingTree
+from bot.discord.video_requests import ConfirmButton, DiscardButton, RemixButton, RerollButton
 from bot.pipeline import ProviderIncident
-from bot.runtime import Runtime
 from bot.settings import Settings
 from storage import BotState
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +48,17 @@ EXTENSIONS = (
     "cogs.jobs",
     "cogs.pool",
     "cogs.admin",
+)
+DYNAMIC_ITEMS: tuple[type[KlingButton], ...] = (
+    CancelButton,
+    DetailsButton,
+    DeleteButton,
+    ApproveButton,
+    DenyButton,
+    RerollButton,
+    RemixButton,
+    ConfirmButton,
+    DiscardButton,
 )
 
 # Exactly what the bot needs in a channel: see it, post, embed, attach clips, reply to its status
@@ -100,22 +127,16 @@ class KlingBot(commands.Bot):
         self.config = config
         self.state = BotState(runtime.db)
         self.ack_first = AckFirst()
+        self.status_messages = StatusMessages(self, config.status_edit_interval_s)
         self.start_pipeline = start_pipeline
 
     async def setup_hook(self) -> None:
-        from bot.discord.delivery import DiscordSink
-        from bot.discord.status import StatusMessages
-        from bot.discord.ui import DYNAMIC_ITEMS
-
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         if not self.start_pipeline:
             return
-        self.service.delivery = DiscordSink(self)
-        self.status_messages = StatusMessages(self, self.config.status_edit_interval_s)
-        self.service.notifier.subscribe(self.status_messages)
-        self.service.incident_handlers.append(self.report_incident)
+        self._wire_pipeline()
         await self.runtime.start()
         if self.config.dev_guild_id:
             await sync_commands(self, guild_id=self.config.dev_guild_id)
@@ -123,10 +144,20 @@ class KlingBot(commands.Bot):
         # scans (bot/gc_pacer.py; the runtime repeats this every few minutes).
         self.runtime.gc_pacer.refreeze()
 
+    # -- the one place the front end is plugged into the pipeline ------------------------------
+    # (by assignment for now; these become constructor arguments of the pipeline)
+
+    def _wire_pipeline(self) -> None:
+        """Deliver clips to Discord, keep status messages current, and report provider incidents."""
+        self.service.delivery = DiscordSink(self)
+        self.service.notifier.subscribe(self.status_messages)
+        self.service.incident_handlers.append(self.report_incident)
+
+    def _unwire_pipeline(self) -> None:
+        self.service.notifier.unsubscribe(self.status_messages)
+
     async def report_incident(self, incident: ProviderIncident) -> None:
         """Tell a guild's log channel, once per incident, that jobs moved to another provider."""
-        from bot.discord.modlog import post_log
-
         await post_log(
             self,
             incident.guild_id,
@@ -144,10 +175,8 @@ class KlingBot(commands.Bot):
         """Stop taking work, finish what is in flight, then disconnect."""
         if self.start_pipeline:
             await self.runtime.stop()
-            status = getattr(self, "status_messages", None)
-            if status is not None:
-                self.service.notifier.unsubscribe(status)
-                await status.close()
+            self._unwire_pipeline()
+            await self.status_messages.close()
         await super().close()
 
     def is_owner_id(self, user_id: int) -> bool:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.discord.ui import result_embed, result_view
+from bot.discord.render import result_embed
+from bot.discord.video_requests import result_view
 from bot.media import CannotFitError, MediaError
 from bot.pipeline import Delivered, DeliveryError, fit_clip
 from storage import Job

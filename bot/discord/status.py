@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.discord.ui import status_embed, status_view
+from bot.discord.buttons import status_view
+from bot.discord.render import status_embed
 from storage import Job, JobState
 
 if TYPE_CHECKING:
