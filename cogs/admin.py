@@ -1,5 +1,6 @@
 """/klingadmin: bot owners (KLINGBOT_OWNER_IDS) fund pools, audit the ledger, see live jobs,
-and refund jobs. Checked at run time on every subcommand."""
+and refund jobs. Checked at run time on every subcommand; Discord shows the command only to a
+server's administrators (default permissions), in servers only."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from bot.discord.client import KlingBot
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(administrator=True)
 class Admin(
     commands.GroupCog,
     group_name="klingadmin",

@@ -2,7 +2,9 @@
 requests are in bot/discord/buttons.py).
 
 Every subcommand checks at run time that the caller is a moderator (Manage Server, or the
-server's moderator role); Discord's default permissions only decide who sees the command.
+server's moderator role); Discord's default permissions (Manage Server) only decide who sees the
+command, and a server's admins can show it to the moderator role in Server Settings >
+Integrations.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from bot.discord.client import KlingBot
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class Pool(
     commands.GroupCog,
     group_name="pool",
