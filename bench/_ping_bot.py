@@ -24,8 +24,8 @@ import discord
 from discord import app_commands
 from pydantic import SecretStr
 
-from bot.client import KlingBot
-from bot.discord_cli import open_bot
+from bot.discord.cli import open_bot
+from bot.discord.client import KlingBot
 from bot.runtime import Runtime
 from bot.settings import EachLabsSettings, Settings
 from storage import OffsetClock

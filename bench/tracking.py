@@ -48,7 +48,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from bench._support import ROOT, cpu_seconds, preload_id, proc_status_kb, vendor_process
-from bot.discord_cli import NotConnectedSink
+from bot.discord.cli import NotConnectedSink
 from bot.request import parse_request
 from bot.runtime import open_runtime
 from bot.settings import EachLabsSettings, Settings

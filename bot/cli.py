@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from bot.discord_cli import add_commands
+    from bot.discord.cli import add_commands
     from bot.generate_cli import add_arguments
 
     add_commands(sub)

@@ -1,5 +1,6 @@
 """/klingadmin: bot owners (KLINGBOT_OWNER_IDS) fund pools, audit the ledger, see live jobs,
-and refund jobs. Checked at run time on every subcommand."""
+and refund jobs. Checked at run time on every subcommand; Discord shows the command only to a
+server's administrators (default permissions), in servers only."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.checks import OWNERS_ONLY, Refused
+from bot.discord.modlog import post_log
+from bot.discord.render import STATE_LINES, clip, request_of, ts
 from bot.errors import InvalidRequest
 from bot.pipeline import Moderation
-from cogs.checks import OWNERS_ONLY, Refused
-from cogs.modlog import post_log
-from cogs.ui import STATE_LINES, clip, request_of, ts
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 
+@app_commands.guild_only()
+@app_commands.default_permissions(administrator=True)
 class Admin(
     commands.GroupCog,
     group_name="klingadmin",

@@ -8,13 +8,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.checks import role_ids
+from bot.discord.render import clip, ts
 from bot.pipeline import DAY_MS, day_start_ms
-from cogs.checks import role_ids
-from cogs.ui import clip, ts
 from storage import AccountRef, HistoryEntry
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 HISTORY_PAGE = 10
 REASONS = {

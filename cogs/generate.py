@@ -1,182 +1,28 @@
-"""/video, /multishot, and the Reroll, Remix and Confirm buttons."""
+"""/video and /multishot: parse the options, then ask for the video (bot/discord/video_requests.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.ack_first import AckFirst
-from bot.errors import InvalidRequest, NotPermitted
-from bot.pipeline import Receipt
-from cogs.checks import actor_of, requester_of
-from cogs.modlog import post_log
-from cogs.ui import (
-    approval_embed,
-    multishot_modal,
-    parse_shots,
-    register_buttons,
-    remix_modal,
-    status_embed,
-    status_view,
-    view_of,
-)
-from storage import JobState
+from bot.discord.modals import multishot_modal, parse_shots
+from bot.discord.video_requests import start_job
+from bot.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
-
-log = logging.getLogger(__name__)
+    from bot.discord.client import KlingBot
 
 Aspect = Literal["16:9", "9:16", "1:1"]
 ResolutionChoice = Literal["720p", "1080p", "4k"]
 ShotTypeChoice = Literal["customize", "intelligent"]
 
 
-def receipt_text(receipt: Receipt) -> str:
-    if receipt.replayed:
-        return f"This request is already job `{receipt.job.id}`; nothing more was charged."
-    if receipt.job.state is JobState.AWAITING_APPROVAL:
-        return (
-            f"🛂 This video costs **{receipt.cost} credits** from the server pool, above this"
-            " server's approval threshold: a moderator has to approve it first. Nothing is held"
-            " until then."
-        )
-    source = {"member": "your balance", "pool": "the server pool"}.get(receipt.payer, "nobody")
-    left = {"member": "You have", "pool": "The pool has"}.get(receipt.payer, "")
-    text = f"✅ Queued as job `{receipt.job.id}`: **{receipt.cost} credits** held from {source}."
-    if left:
-        text += f" {left} {receipt.available_after} credits available now."
-    return text + " You'll only be charged if the video is delivered."
-
-
-@dataclass
-class Reply:
-    text: str
-    view: discord.ui.View | None = None
-    after: Callable[[], Awaitable[None]] | None = None  # runs once the member has the answer
-
-
-async def answer(interaction: discord.Interaction[Any], work: Awaitable[Reply]) -> None:
-    """Acknowledge at once (Discord allows 3 s), then send the result privately.
-
-    Checking, pricing and holding credits touch the database; deferring first keeps the
-    acknowledgement fast however many members ask at the same moment; the work then waits for
-    the acknowledgements still in flight (bot/ack_first.py).
-    """
-    gate = getattr(interaction.client, "ack_first", None) or AckFirst()
-    async with gate.acknowledging():
-        await interaction.response.defer(ephemeral=True, thinking=True)
-    await gate.wait_turn()
-    reply = await work
-    extra: dict[str, Any] = {"view": reply.view} if reply.view is not None else {}
-    await interaction.followup.send(reply.text, ephemeral=True, **extra)
-    if reply.after is not None:
-        await reply.after()
-
-
-async def start_job(
-    bot: KlingBot,
-    interaction: discord.Interaction[Any],
-    data: dict[str, Any],
-    *,
-    parent_job_id: str | None = None,
-) -> None:
-    """Check, price and queue a request from an interaction, then post its status message."""
-    await answer(interaction, prepare_job(bot, interaction, data, parent_job_id))
-
-
-async def prepare_job(
-    bot: KlingBot,
-    interaction: discord.Interaction[Any],
-    data: dict[str, Any],
-    parent_job_id: str | None,
-) -> Reply:
-    requester = await requester_of(bot, interaction)
-    quote = await bot.service.quote(data)
-    if requester.guild_id:
-        policy = await bot.service.policy.get(requester.guild_id)
-        if policy.confirm_threshold is not None and quote.cost > policy.confirm_threshold:
-            draft = await bot.state.add_draft(
-                guild_id=requester.guild_id,
-                channel_id=requester.channel_id,
-                user_id=requester.user_id,
-                interaction_id=interaction.id,
-                provider=quote.provider,
-                request=quote.request.model_dump(mode="json"),
-                cost=quote.cost,
-                upload_limit_bytes=requester.upload_limit_bytes
-                or bot.config.default_upload_limit_bytes,
-            )
-            return Reply(
-                f"This video costs **{quote.cost} credits**. Go ahead?",
-                view_of(("confirm", draft.id), ("discard", draft.id)),
-            )
-    receipt = await bot.service.submit(requester, quote.request, parent_job_id=parent_job_id)
-    return Reply(
-        receipt_text(receipt),
-        after=None if receipt.replayed else lambda: announce(bot, receipt.job.id),
-    )
-
-
-async def announce(bot: KlingBot, job_id: str) -> None:
-    """Post the status message and, if the job needs one, the approval request."""
-    await post_status_message(bot, job_id)
-    job = await bot.service.jobs.get(job_id)
-    if job.state is JobState.AWAITING_APPROVAL:
-        await request_approval(bot, job.id)
-
-
-async def request_approval(bot: KlingBot, job_id: str) -> None:
-    """Post Approve/Deny in the log channel (or, without one, where the member asked)."""
-    job = await bot.service.jobs.get(job_id)
-    message = await post_log(
-        bot,
-        job.guild_id,
-        f"🛂 <@{job.user_id}> asks for a video above the approval threshold.",
-        embed=approval_embed(job),
-        view=view_of(("approve", job.id), ("deny", job.id)),
-        fallback_channel_id=job.channel_id,
-    )
-    if message is not None:
-        await bot.service.jobs.update(
-            job.id, approval_message_id=message.id, approval_channel_id=message.channel.id
-        )
-
-
-async def post_status_message(bot: KlingBot, job_id: str) -> None:
-    """Post the job's public status message in its channel (with the bot token)."""
-    job = await bot.service.jobs.get(job_id)
-    position, eta_ms = await bot.service.position_and_eta(job)
-    channel = bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id or None)
-    try:
-        message = await channel.send(
-            embed=status_embed(
-                job, now_ms=bot.service.clock.now_ms(), position=position, eta_ms=eta_ms
-            ),
-            view=status_view(job),
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
-    except discord.HTTPException as error:
-        log.warning("no status message for %s in %s: %s", job.id, job.channel_id, error)
-        return
-    moved = await bot.service.jobs.update(job.id, status_message_id=message.id)
-    if (moved.state, moved.progress_pct) != (job.state, job.progress_pct):
-        await bot.status_messages.refresh(job.id)  # it moved on while we were posting
-
-
 class Generate(commands.Cog):
     def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
-        register_buttons(
-            bot, reroll=self.reroll, remix=self.remix, confirm=self.confirm, discard=self.discard
-        )
 
     @app_commands.command(name="video", description="Make a Kling v3 Pro video from a prompt")
     @app_commands.guild_only()
@@ -265,59 +111,6 @@ class Generate(commands.Cog):
             await start_job(self.bot, modal_interaction, {**base, "shots": shots})
 
         await interaction.response.send_modal(multishot_modal(on_shots))
-
-    async def reroll(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self.bot.service.job_for(job_id, await actor_of(self.bot, interaction))
-        await start_job(self.bot, interaction, dict(job.request), parent_job_id=job.id)
-
-    async def remix(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self.bot.service.job_for(job_id, await actor_of(self.bot, interaction))
-
-        async def on_values(
-            modal_interaction: discord.Interaction[Any], values: dict[str, str]
-        ) -> None:
-            data = dict(job.request)
-            if any(key.startswith("shot_") for key in values):
-                shots, problems = parse_shots(values)
-                if problems:
-                    raise InvalidRequest(problems)
-                data["shots"] = shots
-            else:
-                data["prompt"] = values.get("prompt", "")
-            negative = (values.get("negative_prompt") or "").strip()
-            data["negative_prompt"] = negative or None
-            await start_job(self.bot, modal_interaction, data, parent_job_id=job.id)
-
-        await interaction.response.send_modal(remix_modal(job, on_values))
-
-    async def confirm(self, interaction: discord.Interaction[Any], draft_id: str) -> None:
-        draft = await self.bot.state.find_draft(draft_id)
-        if draft is None or draft.user_id != interaction.user.id:
-            raise NotPermitted("Only the member who asked for this video can confirm it.")
-        taken = await self.bot.state.take_draft(draft_id)
-        if taken is None:
-            await interaction.response.edit_message(
-                content="This request was already answered.", view=None
-            )
-            return
-        requester = await requester_of(self.bot, interaction)
-        receipt = await self.bot.service.submit(
-            dataclasses.replace(requester, interaction_id=draft.interaction_id),
-            taken.request,
-            provider=taken.provider,
-        )
-        await interaction.response.edit_message(content=receipt_text(receipt), view=None)
-        if not receipt.replayed:
-            await announce(self.bot, receipt.job.id)
-
-    async def discard(self, interaction: discord.Interaction[Any], draft_id: str) -> None:
-        draft = await self.bot.state.find_draft(draft_id)
-        if draft is None or draft.user_id != interaction.user.id:
-            raise NotPermitted("Only the member who asked for this video can cancel it.")
-        await self.bot.state.take_draft(draft_id)
-        await interaction.response.edit_message(
-            content="Cancelled; nothing was charged.", view=None
-        )
 
 
 async def setup(bot: KlingBot) -> None:

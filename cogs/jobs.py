@@ -1,4 +1,4 @@
-"""/jobs list and /jobs cancel, and the Cancel, Details and Delete buttons."""
+"""/jobs list, /jobs cancel and /queue."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import NotFound, NotPermitted
-from cogs.checks import actor_of, is_moderator
-from cogs.ui import STATE_LINES, clip, details_embed, register_buttons, request_of, ts
+from bot.discord.buttons import cancel_job
+from bot.discord.checks import is_moderator
+from bot.discord.render import STATE_LINES, clip, request_of, ts
+from bot.errors import NotFound
 from storage import Job, JobState
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 
 class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"):
     def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
         super().__init__()
-        register_buttons(bot, cancel=self.cancel_button, details=self.details, delete=self.delete)
 
     async def line(self, job: Job) -> str:
         state = STATE_LINES[job.state]
@@ -77,32 +77,7 @@ class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"
             if not live:
                 raise NotFound("You have no video in progress.")
             job = live[0].id
-        await self._cancel(interaction, job.strip())
-
-    async def _cancel(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        cancelled = await self.bot.service.cancel(job_id, await actor_of(self.bot, interaction))
-        returned = f" {cancelled.cost} credits were returned." if cancelled.hold_id else ""
-        await interaction.response.send_message(
-            f"Job `{cancelled.id}` cancelled.{returned}", ephemeral=True
-        )
-
-    async def cancel_button(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        await self._cancel(interaction, job_id)
-
-    async def details(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self.bot.service.job_for(job_id, await actor_of(self.bot, interaction))
-        await interaction.response.send_message(embed=details_embed(job), ephemeral=True)
-
-    async def delete(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        actor = await actor_of(self.bot, interaction)
-        job = await self.bot.service.job_for(job_id, actor)
-        if interaction.user.id != job.user_id and not (actor.is_moderator or actor.is_owner):
-            raise NotPermitted(
-                "Only the member who asked for this video or a moderator can delete it."
-            )
-        if interaction.message is not None:
-            await interaction.message.delete()
-        await interaction.response.send_message("Deleted.", ephemeral=True)
+        await cancel_job(self.bot, interaction, job.strip())
 
 
 class Queue(commands.Cog):

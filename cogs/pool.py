@@ -1,7 +1,10 @@
-"""/pool: moderators run the server's shared credit pool. Approve/Deny buttons live here too.
+"""/pool: moderators run the server's shared credit pool (the Approve/Deny buttons on approval
+requests are in bot/discord/buttons.py).
 
 Every subcommand checks at run time that the caller is a moderator (Manage Server, or the
-server's moderator role); Discord's default permissions only decide who sees the command.
+server's moderator role); Discord's default permissions (Manage Server) only decide who sees the
+command, and a server's admins can show it to the moderator role in Server Settings >
+Integrations.
 """
 
 from __future__ import annotations
@@ -13,20 +16,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.checks import MODERATORS_ONLY, Refused, is_moderator
+from bot.discord.modlog import log_moderation
+from bot.discord.render import clip, ts, who
 from bot.errors import InvalidRequest, NotPermitted
 from bot.pipeline import DAY_MS, Moderation, check_regex, day_start_ms
-from cogs.checks import MODERATORS_ONLY, Refused, actor_of, is_moderator
-from cogs.modlog import post_log
-from cogs.ui import FieldsModal, clip, register_buttons, ts
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 
-def who(user_id: int) -> str:
-    return f"<@{user_id}>"
-
-
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
 class Pool(
     commands.GroupCog,
     group_name="pool",
@@ -41,7 +42,6 @@ class Pool(
         self.bot = bot
         self.moderation = Moderation(bot.service)
         super().__init__()
-        register_buttons(bot, approve=self.approve, deny=self.deny)
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if not await is_moderator(self.bot, interaction):
@@ -49,7 +49,7 @@ class Pool(
         return True
 
     async def log(self, interaction: discord.Interaction[Any], text: str) -> None:
-        await post_log(self.bot, interaction.guild_id or 0, f"🛡️ {who(interaction.user.id)} {text}")
+        await log_moderation(self.bot, interaction, text)
 
     async def reply(self, interaction: discord.Interaction[Any], text: str, **kwargs: Any) -> None:
         await interaction.response.send_message(text, ephemeral=True, **kwargs)
@@ -427,46 +427,6 @@ class Pool(
             f"Usage since {ts(since, 'D')}: {report.members} members, {report.spent} credits spent.",
             files=files,
             ephemeral=True,
-        )
-
-    # -- approvals -------------------------------------------------------------------------------
-
-    async def approve(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        job = await self.bot.service.approve(job_id, await actor_of(self.bot, interaction))
-        await interaction.response.edit_message(
-            content=f"✅ Approved by {who(interaction.user.id)}: {job.cost} credits held from the pool.",
-            view=None,
-        )
-        await self.log(
-            interaction, f"approved job `{job.id}` of {who(job.user_id)} ({job.cost} credits)"
-        )
-
-    async def deny(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        await self.bot.service.job_for(job_id, actor := await actor_of(self.bot, interaction))
-        if not (actor.is_moderator or actor.is_owner):
-            raise NotPermitted("Only moderators can answer approval requests.")
-        reason_field = discord.ui.TextInput[Any](
-            label="Reason (shown to the member)", required=False, max_length=300, custom_id="reason"
-        )
-
-        async def on_reason(
-            modal_interaction: discord.Interaction[Any], values: dict[str, str]
-        ) -> None:
-            reason = (values.get("reason") or "").strip() or None
-            job = await self.bot.service.deny(
-                job_id, await actor_of(self.bot, modal_interaction), reason=reason
-            )
-            await modal_interaction.response.send_message(
-                "Declined; nothing was charged.", ephemeral=True
-            )
-            await self.log(
-                modal_interaction,
-                f"declined job `{job.id}` of {who(job.user_id)}"
-                + (f" ({reason})" if reason else ""),
-            )
-
-        await interaction.response.send_modal(
-            FieldsModal("Decline this video", [reason_field], on_reason)
         )
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bot.client import KlingBot
-from bot.discord_cli import open_bot
+from bot.discord.cli import open_bot
+from bot.discord.client import KlingBot
 from bot.runtime import Runtime
 from bot.settings import LocalSettings, Settings
 from storage import AccountRef, Clock, Job, JobState, OffsetClock

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.ack_first import AckFirst
+from bot.discord.ack_first import AckFirst
 
 
 async def test_work_waits_until_every_acknowledgement_is_sent() -> None:

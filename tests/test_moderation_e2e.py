@@ -22,6 +22,7 @@ from tests.e2e_support import (
     CHANNEL,
     GUILD,
     LOG_CHANNEL,
+    MANAGE_GUILD,
     MOD,
     OWNER,
     VIP_ROLE,
@@ -32,6 +33,9 @@ from tests.e2e_support import (
     running_bot,
 )
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
+
+ADMINISTRATOR = 1 << 3  # Discord's permission bit
+GUILD_CONTEXT = 0  # Discord's interaction context "in a server"
 
 
 @pytest.fixture
@@ -116,6 +120,21 @@ async def test_non_moderator_is_refused_even_if_discord_shows_the_command(
         assert (
             "took 30 credits back" in await reply_text(revoked) and await run.available(ALICE) == 70
         )
+
+
+async def test_moderator_commands_are_shown_only_to_moderators_and_only_in_servers(
+    tmp_path: Path, double: DiscordDouble
+) -> None:
+    async with running_bot(double, make_settings(tmp_path)):
+        synced = {c["name"]: c for c in double.commands(GUILD)}
+    hidden = {"pool": MANAGE_GUILD, "klingadmin": ADMINISTRATOR}
+    for name, permissions in hidden.items():
+        # discord.py sends the bit set as a number; Discord's documents show it as a string
+        assert synced[name]["default_member_permissions"] in (permissions, str(permissions)), name
+        assert synced[name]["contexts"] == [GUILD_CONTEXT], name
+    members = sorted(set(synced) - set(hidden))
+    assert members == ["credits", "jobs", "multishot", "queue", "video"]
+    assert [synced[n]["default_member_permissions"] for n in members] == [None] * len(members)
 
 
 async def test_approval_wait_approve_deliver_and_deny_holds_nothing(

@@ -17,8 +17,8 @@ from typing import Any
 
 import discord
 
-from bot.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
-from bot.discord_delivery import DiscordSink
+from bot.discord.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
+from bot.discord.delivery import DiscordSink
 from bot.errors import ConfigError
 from bot.pipeline import Delivered, DeliveryError
 from bot.runtime import open_runtime

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.discord.render import who
+
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +43,8 @@ async def post_log(
     except discord.HTTPException as error:
         log.warning("could not post to the log channel %s of %s: %s", channel_id, guild_id, error)
         return None
+
+
+async def log_moderation(bot: KlingBot, interaction: discord.Interaction[Any], text: str) -> None:
+    """Log what a moderator just did: "🛡️ @moderator <text>"."""
+    await post_log(bot, interaction.guild_id or 0, f"🛡️ {who(interaction.user.id)} {text}")

@@ -1,5 +1,7 @@
-"""One error handler for every command, button and modal.
+"""KlingTree, the bot's command tree, and the one translation from an error to the member's text.
 
+The tree is installed with `commands.Bot(tree_cls=KlingTree)`, so its `on_error` answers every
+failed slash command; buttons and modals hand their errors to the same `report_error`.
 User-facing errors (they carry their own message) are answered privately, with what to do next.
 Anything else is logged with a short correlation id, and the member gets that id.
 """
@@ -8,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord.checks import Refused
 from bot.errors import KlingbotError, ServiceUnavailable
-from cogs.checks import Refused
 from storage import DatabaseUnavailable, InsufficientCredits, LedgerError
+
+if TYPE_CHECKING:
+    from bot.discord.client import KlingBot
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +81,10 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
         log.warning("could not tell %s about an error: %s", interaction.user.id, send_error)
 
 
-class Errors(commands.Cog):
-    def __init__(self, bot: commands.Bot) -> None:
-        self.bot = bot
-        self._previous = bot.tree.on_error
-        bot.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
+class KlingTree(app_commands.CommandTree["KlingBot"]):
+    """The command tree; `on_error` answers every slash command that failed."""
 
-    async def cog_unload(self) -> None:
-        self.bot.tree.on_error = self._previous  # type: ignore[method-assign]
-
-    async def on_app_command_error(
-        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    async def on_error(
+        self, interaction: discord.Interaction[KlingBot], error: app_commands.AppCommandError, /
     ) -> None:
         await report_error(interaction, error)
-
-
-async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(Errors(bot))

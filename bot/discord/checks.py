@@ -12,7 +12,7 @@ from bot.errors import NotPermitted
 from bot.pipeline import Actor, Requester
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 
 class Refused(app_commands.CheckFailure):

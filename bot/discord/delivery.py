@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.discord.render import result_embed
+from bot.discord.video_requests import result_view
 from bot.media import CannotFitError, MediaError
 from bot.pipeline import Delivered, DeliveryError, fit_clip
-from cogs.ui import result_embed, result_view
 from storage import Job
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 log = logging.getLogger(__name__)
 

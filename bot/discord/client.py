@@ -1,10 +1,12 @@
 """KlingBot: the discord.py client, built by the entry point with its dependencies injected.
 
 The bot is made first (a plain discord.py client), so that its delivery sink, status messages and
-incident reports can be handed to the pipeline when the runtime is built (bot.discord_cli.open_bot);
-then `attach(runtime)` gives it the running system. `setup_hook` loads an explicit list of cogs,
-registers the persistent (dynamic) buttons, starts the pipeline and web server (which resumes
-unfinished jobs) and, with KLINGBOT_DEV_GUILD_ID, syncs commands to that guild.
+incident reports can be handed to the pipeline when the runtime is built
+(bot.discord.cli.open_bot); then `attach(runtime)` gives it the running system. `setup_hook`
+loads an explicit tuple of extensions (cogs), registers the persistent buttons (one `DynamicItem`
+class per action), starts the pipeline and web server (which resumes unfinished jobs) and, with
+KLINGBOT_DEV_GUILD_ID, syncs commands to that guild. Errors are answered by the command tree
+(`tree_cls=KlingTree`).
 """
 
 from __future__ import annotations
@@ -13,28 +15,51 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 import yarl
 from discord.ext import commands
 
-from bot.ack_first import AckFirst
+from bot.discord.ack_first import AckFirst
+from bot.discord.buttons import (
+    ApproveButton,
+    CancelButton,
+    DeleteButton,
+    DenyButton,
+    DetailsButton,
+    KlingButton,
+)
+from bot.discord.modlog import post_log
+from bot.discord.status import StatusMessages
+from bot.discord.tree import KlingTree
+from bot.discord.video_requests import ConfirmButton, DiscardButton, RemixButton, RerollButton
 from bot.pipeline import Pipeline, ProviderIncident
-from bot.runtime import Runtime
 from bot.settings import Settings
-from bot.status import StatusMessages
 from storage import BotState
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (
-    "cogs.errors",
     "cogs.generate",
     "cogs.credits",
     "cogs.jobs",
     "cogs.pool",
     "cogs.admin",
+)
+DYNAMIC_ITEMS: tuple[type[KlingButton], ...] = (
+    CancelButton,
+    DetailsButton,
+    DeleteButton,
+    ApproveButton,
+    DenyButton,
+    RerollButton,
+    RemixButton,
+    ConfirmButton,
+    DiscardButton,
 )
 
 # Exactly what the bot needs in a channel: see it, post, embed, attach clips, reply to its status
@@ -97,13 +122,14 @@ class KlingBot(commands.Bot):
             command_prefix=commands.when_mentioned,
             intents=intents,
             help_command=None,
+            tree_cls=KlingTree,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
             **options,
         )
         self.config = config
         self.ack_first = AckFirst()
-        self.start_pipeline = start_pipeline
         self.status_messages = StatusMessages(self, config.status_edit_interval_s)
+        self.start_pipeline = start_pipeline
 
     def attach(self, runtime: Runtime) -> None:
         """Give the bot the running system (before it logs in)."""
@@ -112,8 +138,6 @@ class KlingBot(commands.Bot):
         self.state = BotState(runtime.db)
 
     async def setup_hook(self) -> None:
-        from cogs.ui import DYNAMIC_ITEMS
-
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.add_dynamic_items(*DYNAMIC_ITEMS)
@@ -126,10 +150,11 @@ class KlingBot(commands.Bot):
         # scans (bot/gc_pacer.py; the runtime repeats this every few minutes).
         self.runtime.gc_pacer.refreeze()
 
+    # -- the one place the front end is plugged into the pipeline ------------------------------
+    # (by assignment for now; these become constructor arguments of the pipeline)
+
     async def report_incident(self, incident: ProviderIncident) -> None:
         """Tell a guild's log channel, once per incident, that jobs moved to another provider."""
-        from cogs.modlog import post_log
-
         await post_log(
             self,
             incident.guild_id,

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from cogs.ui import status_embed, status_view
+from bot.discord.buttons import status_view
+from bot.discord.render import status_embed
 from storage import Job, JobState
 
 if TYPE_CHECKING:
-    from bot.client import KlingBot
+    from bot.discord.client import KlingBot
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,185 @@
+"""Pure rendering: a job (or a receipt) to the embed or text a member sees. No I/O, no bot."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.pipeline import Receipt
+from bot.request import VideoRequest
+from storage import Job, JobState
+
+S = JobState
+
+STATE_LINES = {
+    S.AWAITING_APPROVAL: "🛂 Waiting for a moderator's approval",
+    S.QUEUED: "⏳ Queued",
+    S.SUBMITTED: "📨 Sent to the video provider",
+    S.RUNNING: "🎬 Generating",
+    S.SUCCEEDED: "⬇️ Saving the clip",
+    S.DELIVERED: "✅ Done",
+    S.REJECTED: "⛔ Not approved",
+    S.FAILED: "❌ Failed",
+    S.CANCELLED: "🚫 Cancelled",
+    S.EXPIRED: "⌛ Timed out; the credits were returned",
+    S.DELIVERY_FAILED: "⚠️ The clip is ready but could not be posted",
+}
+COLOURS = {
+    S.DELIVERED: discord.Colour.green(),
+    S.FAILED: discord.Colour.red(),
+    S.REJECTED: discord.Colour.red(),
+    S.CANCELLED: discord.Colour.light_grey(),
+    S.EXPIRED: discord.Colour.orange(),
+    S.DELIVERY_FAILED: discord.Colour.orange(),
+}
+LIVE_STATES = frozenset({S.AWAITING_APPROVAL, S.QUEUED, S.SUBMITTED, S.RUNNING})
+
+
+def who(user_id: int) -> str:
+    return f"<@{user_id}>"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def ts(ms: int, style: str = "R") -> str:
+    """A Discord timestamp that every client renders in its own time zone."""
+    return f"<t:{ms // 1000}:{style}>"
+
+
+def request_of(job: Job) -> VideoRequest:
+    return VideoRequest.model_validate(job.request)
+
+
+def options_line(request: VideoRequest) -> str:
+    parts = [f"{request.duration_s} s", request.aspect_ratio, request.resolution or "default"]
+    parts.append("audio on" if request.audio else "audio off")
+    if request.shots:
+        parts.append(f"{len(request.shots)} shots")
+    if request.voice_ids:
+        parts.append(f"{len(request.voice_ids)} voice(s)")
+    return " · ".join(parts)
+
+
+def prompt_text(request: VideoRequest, limit: int = 1000) -> str:
+    if request.shots:
+        return clip("\n".join(f"**{s.duration_s}s** {s.prompt}" for s in request.shots), limit)
+    return clip(request.prompt or "", limit)
+
+
+def payer_text(job: Job) -> str:
+    if job.payer == "pool":
+        return "the server pool"
+    if job.payer == "member":
+        return "their own balance"
+    return "nobody (operator job)"
+
+
+def status_embed(
+    job: Job, *, now_ms: int, position: int | None = None, eta_ms: int | None = None
+) -> discord.Embed:
+    """The live status message of a job."""
+    request = request_of(job)
+    line = STATE_LINES[job.state]
+    if job.state is S.QUEUED and position:
+        line += f" (#{position} in line)"
+    if job.state is S.RUNNING and job.progress_pct is not None:
+        line += f" · {job.progress_pct}%"
+    embed = discord.Embed(
+        title=line,
+        description=prompt_text(request),
+        colour=COLOURS.get(job.state, discord.Colour.blurple()),
+    )
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="Options", value=options_line(request))
+    embed.add_field(name="Cost", value=f"{job.cost} credits from {payer_text(job)}")
+    if job.state in (S.SUBMITTED, S.RUNNING) and job.submitted_at_ms:
+        embed.add_field(name="Started", value=ts(job.submitted_at_ms))
+    if job.state in (S.QUEUED, S.SUBMITTED, S.RUNNING) and eta_ms is not None and eta_ms > now_ms:
+        embed.add_field(name="Expected", value=ts(eta_ms))
+    if job.state in (S.FAILED, S.REJECTED, S.DELIVERY_FAILED, S.EXPIRED) and job.error_message:
+        embed.add_field(name="Why", value=clip(job.error_message, 1000), inline=False)
+    embed.set_footer(text=f"job {job.id} · {job.provider}")
+    return embed
+
+
+LOCAL_PREVIEW = "Local preview render, not AI-generated (KLINGBOT_PROVIDER=local)."
+
+
+def result_embed(job: Job, *, note: str | None = None) -> discord.Embed:
+    request = request_of(job)
+    title = "🧪 Your preview is ready" if job.provider == "local" else "🎬 Your video is ready"
+    embed = discord.Embed(
+        title=title, description=prompt_text(request, 3500), colour=discord.Colour.green()
+    )
+    if job.provider == "local":
+        note = f"{LOCAL_PREVIEW} {note}" if note else LOCAL_PREVIEW
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="Options", value=options_line(request))
+    embed.add_field(name="Provider", value=job.provider)
+    embed.add_field(name="Cost", value=f"{job.charged or 0} credits")
+    if request.negative_prompt:
+        embed.add_field(name="Avoid", value=clip(request.negative_prompt, 1000), inline=False)
+    if note:
+        embed.add_field(name="Note", value=clip(note, 1000), inline=False)
+    embed.set_footer(text=f"job {job.id}")
+    return embed
+
+
+def details_embed(job: Job) -> discord.Embed:
+    request = request_of(job)
+    embed = discord.Embed(title=f"Job {job.id}", description=prompt_text(request, 3500))
+    rows = {
+        "State": job.state.value.replace("_", " "),
+        "Provider": job.provider,
+        "Duration": f"{request.duration_s} s",
+        "Aspect ratio": request.aspect_ratio,
+        "Resolution": request.resolution or "default",
+        "Audio": "on" if request.audio else "off",
+        "Cost": f"{job.cost} credits ({job.charged} charged)",
+        "Paid from": payer_text(job),
+        "Created": ts(job.created_at_ms, "f"),
+    }
+    if request.negative_prompt:
+        rows["Negative prompt"] = clip(request.negative_prompt, 1000)
+    if request.cfg_scale is not None:
+        rows["cfg_scale"] = f"{request.cfg_scale:g}"
+    if request.shot_type:
+        rows["Shot type"] = request.shot_type
+    if request.voice_ids:
+        rows["Voice ids"] = ", ".join(request.voice_ids)
+    if job.error_message:
+        rows["Error"] = clip(job.error_message, 1000)
+    for name, value in rows.items():
+        embed.add_field(name=name, value=value)
+    return embed
+
+
+def approval_embed(job: Job) -> discord.Embed:
+    request = request_of(job)
+    embed = discord.Embed(
+        title="Approval needed", description=prompt_text(request), colour=discord.Colour.gold()
+    )
+    embed.add_field(name="Requested by", value=f"<@{job.user_id}>")
+    embed.add_field(name="Cost", value=f"{job.cost} credits from the pool")
+    embed.add_field(name="Where", value=f"<#{job.channel_id}>")
+    embed.add_field(name="Options", value=options_line(request))
+    embed.set_footer(text=f"job {job.id}")
+    return embed
+
+
+def receipt_text(receipt: Receipt) -> str:
+    if receipt.replayed:
+        return f"This request is already job `{receipt.job.id}`; nothing more was charged."
+    if receipt.job.state is JobState.AWAITING_APPROVAL:
+        return (
+            f"🛂 This video costs **{receipt.cost} credits** from the server pool, above this"
+            " server's approval threshold: a moderator has to approve it first. Nothing is held"
+            " until then."
+        )
+    source = {"member": "your balance", "pool": "the server pool"}.get(receipt.payer, "nobody")
+    left = {"member": "You have", "pool": "The pool has"}.get(receipt.payer, "")
+    text = f"✅ Queued as job `{receipt.job.id}`: **{receipt.cost} credits** held from {source}."
+    if left:
+        text += f" {left} {receipt.available_after} credits available now."
+    return text + " You'll only be charged if the video is delivered."
