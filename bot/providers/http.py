@@ -156,6 +156,29 @@ class ProviderHttp:
                 )
             return reply
 
+    async def upload(
+        self,
+        url: str,
+        *,
+        provider: str,
+        field: str,
+        filename: str,
+        data: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpReply:
+        """POST one file as multipart/form-data (creates nothing billable: errors are transient)."""
+        form = aiohttp.FormData()
+        form.add_field(field, data, filename=filename, content_type=content_type)
+        try:
+            return await self._send(
+                self.session, "POST", url, headers, None, None, provider, data=form
+            )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ProviderError(
+                ErrorKind.TRANSIENT, f"upload to {url}: {error!r}", provider=provider
+            ) from error
+
     def _fresh_connection_session(self) -> aiohttp.ClientSession:
         if self._create_session is None or self._create_session.closed:
             self._create_session = aiohttp.ClientSession(
@@ -173,12 +196,15 @@ class ProviderHttp:
         json_body: Any,
         params: Mapping[str, str] | None,
         provider: str,
+        *,
+        data: aiohttp.FormData | None = None,
     ) -> HttpReply:
         async with session.request(
             method,
             url,
             headers=dict(headers or {}),
             json=json_body,
+            data=data,
             params=params,
             timeout=self.timeout,
             allow_redirects=False,
