@@ -41,7 +41,9 @@ Where the docs are uncertain [?]:
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -72,6 +74,9 @@ TOKEN_NOT_BEFORE_S = 5  # nbf = now - 5 (clock skew)
 TOKEN_RENEW_S = 300  # make a new token when the current one has less than this left
 BACKOFF_S = 1.0  # "exponential backoff starting at >= 1 s" for 1302/1303
 KINDS = ("text2video", "image2video")
+# Kling's words for a task stopped by moderation ("risk control", "content security", in Chinese:
+# 风控 risk control, 审核 review, 违规 violation, 敏感 sensitive)
+_POLICY = re.compile(r"risk|content.?security|风控|审核|违规|敏感", re.IGNORECASE)
 
 STATES = {
     "submitted": ProviderState.QUEUED,
@@ -191,7 +196,10 @@ class KlingProvider(VideoProvider):
             )
         exp = now + TOKEN_LIFETIME_S
         claims = {"iss": access, "exp": exp, "nbf": now - TOKEN_NOT_BEFORE_S}
-        self._token = jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "JWT"})
+        with warnings.catch_warnings():
+            # the secret key's length is Kling's choice; newer PyJWT warns below 32 bytes
+            warnings.filterwarnings("ignore", message="The HMAC key is", category=UserWarning)
+            self._token = jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "JWT"})
         self._token_exp_s = exp
         return self._token
 
@@ -286,7 +294,8 @@ class KlingProvider(VideoProvider):
                 or _json.text(data.get("message"))
                 or "the task failed"
             )
-            error = ProviderError(failure_kind(message), message, provider=self.name)
+            kind = ErrorKind.CONTENT_POLICY if _POLICY.search(message) else failure_kind(message)
+            error = ProviderError(kind, message, provider=self.name)
             return ProviderStatus(state, raw, error=error)
         return ProviderStatus(state, raw)
 
