@@ -80,6 +80,14 @@ def test_webp_is_converted_to_png_keeping_transparency() -> None:
         assert reopened.mode == "RGBA" and reopened.getchannel("A").getpixel((0, 0)) == 128
 
 
+def test_a_webp_photo_is_converted_to_jpeg() -> None:
+    data = encode(solid(800, 600), "WEBP", quality=80)
+    image = check_image(data, filename="photo.webp")
+    assert image.mime == "image/jpeg" and image.converted_from == "WEBP"
+    with Image.open(io.BytesIO(image.data)) as reopened:
+        assert reopened.format == "JPEG" and reopened.size == (800, 600)
+
+
 def test_an_animated_gif_becomes_its_first_frame() -> None:
     frames = [solid(400, 400, color=(255, 0, 0)), solid(400, 400, color=(0, 0, 255))]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])

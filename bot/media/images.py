@@ -3,9 +3,9 @@ is held, and the normalized file that is stored with the job.
 
 `check_image(data, filename=..., content_type=...)` reads the upload with Pillow (the bytes decide
 the format, never the name) and returns a `NormalizedImage`: JPEG and PNG are kept as they are
-(unless they need turning upright, flattening to one frame or converting to RGB); WebP, GIF, BMP,
-TIFF and the other formats Pillow reads are converted to PNG (JPEG if the PNG would break the size
-limit). Each refusal is an `ImageRefused` (an `InvalidRequest`) naming the rule and the image's own
+(unless they need turning upright, flattening to one frame or converting to RGB); the other
+formats Pillow reads (WebP, GIF, BMP, TIFF, ...) are converted: lossy ones without transparency
+(WebP, AVIF, HEIF photos) to JPEG, the rest to PNG (JPEG if the PNG would break the size limit). Each refusal is an `ImageRefused` (an `InvalidRequest`) naming the rule and the image's own
 figures. `save_image` keeps the file under its sha256; `image_path` finds it again.
 """
 
@@ -41,6 +41,7 @@ __all__ = [
 IMAGE_MAX_PIXELS = 50_000_000  # decoding guard: larger images are refused before decoding
 KEPT_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
 CONVERTED_FORMATS = frozenset({"WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF", "HEIF", "ICO", "TGA"})
+LOSSY_FORMATS = frozenset({"JPEG", "MPO", "WEBP", "AVIF", "HEIF"})  # converted to JPEG unless alpha
 _JPEG_QUALITY = 92
 _EXIF_ORIENTATION = 0x0112
 
@@ -172,13 +173,15 @@ def _normalize(image: Image.Image, data: bytes, fmt: str) -> NormalizedImage:
         width, height = image.size
         return NormalizedImage(data, KEPT_FORMATS[fmt], width, height)
     image.seek(0)
-    upright = ImageOps.exif_transpose(image)
+    image.load()
+    ImageOps.exif_transpose(image, in_place=True)
+    upright = image
     has_alpha = upright.mode in ("RGBA", "LA", "PA") or (
         upright.mode == "P" and "transparency" in upright.info
     )
     rgb = upright.convert("RGBA" if has_alpha else "RGB")
-    if fmt in ("JPEG", "MPO") and not has_alpha:
-        encoded = _encode(rgb, "JPEG")
+    if fmt in LOSSY_FORMATS and not has_alpha:
+        encoded = _encode(rgb, "JPEG")  # a photo: PNG would be slow and many times larger
     else:
         encoded = _encode(rgb, "PNG")
         if len(encoded) > IMAGE_MAX_BYTES:
@@ -189,6 +192,8 @@ def _normalize(image: Image.Image, data: bytes, fmt: str) -> NormalizedImage:
 
 def _flatten(image: Image.Image) -> Image.Image:
     """Drop transparency onto white (JPEG has no alpha)."""
+    if image.mode == "RGB":
+        return image
     if image.mode != "RGBA":
         return image.convert("RGB")
     background = Image.new("RGB", image.size, (255, 255, 255))
@@ -201,7 +206,7 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
     if fmt == "JPEG":
         _flatten(image).save(out, "JPEG", quality=_JPEG_QUALITY, optimize=True)
     else:
-        image.save(out, "PNG", optimize=False, compress_level=6)
+        image.save(out, "PNG", optimize=False, compress_level=3)
     return out.getvalue()
 
 
