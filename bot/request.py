@@ -6,11 +6,12 @@ Every violation becomes a specific, user-readable sentence; all of them are repo
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.errors import InvalidRequest
 
@@ -18,6 +19,10 @@ __all__ = [
     "ASPECT_RATIOS",
     "DURATION_MAX_S",
     "DURATION_MIN_S",
+    "IMAGE_MAX_ASPECT",
+    "IMAGE_MAX_BYTES",
+    "IMAGE_MIMES",
+    "IMAGE_MIN_SIDE_PX",
     "MAX_SHOTS",
     "MAX_VOICES",
     "PROMPT_MAX_CHARS",
@@ -25,6 +30,7 @@ __all__ = [
     "SHOT_PROMPT_MAX_CHARS",
     "SHOT_TYPES",
     "AspectRatio",
+    "ImageRef",
     "Resolution",
     "Shot",
     "ShotType",
@@ -51,6 +57,13 @@ VOICE_ID_MAX_CHARS = 128
 VOICE_REF = re.compile(r"<<<voice_(\d+)>>>")
 VOICE_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 
+# Image-to-video: the limits nearly every vendor shares (kling_official_and_i2v.md section 2.3)
+IMAGE_MIMES = ("image/jpeg", "image/png")
+IMAGE_MAX_BYTES = 10 * 1024 * 1024
+IMAGE_MIN_SIDE_PX = 300
+IMAGE_MAX_ASPECT = 2.5  # width:height between 1:2.5 and 2.5:1
+_RATIO_OF: dict[AspectRatio, float] = {"16:9": 16 / 9, "9:16": 9 / 16, "1:1": 1.0}
+
 
 class Shot(BaseModel):
     """One shot of a multi-shot video."""
@@ -61,11 +74,75 @@ class Shot(BaseModel):
     duration_s: int
 
 
+class ImageRef(BaseModel):
+    """An image stored with the job (by content hash), described without its bytes.
+
+    `bot.media.images.check_image` makes the normalized PNG/JPEG this describes; the file is kept
+    under its sha256 and handed to the adapter at submit time (`bot.providers.ImageInputs`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    mime: Literal["image/jpeg", "image/png"]
+    width_px: int = Field(ge=1)
+    height_px: int = Field(ge=1)
+    size_bytes: int = Field(ge=1)
+
+    @property
+    def ratio(self) -> float:
+        """Width divided by height."""
+        return self.width_px / self.height_px
+
+    @property
+    def nearest_aspect_ratio(self) -> AspectRatio:
+        """The canonical aspect ratio closest to the image's own (a label; never sent)."""
+        return min(_RATIO_OF, key=lambda name: abs(math.log(self.ratio / _RATIO_OF[name])))
+
+    @property
+    def extension(self) -> str:
+        return "png" if self.mime == "image/png" else "jpg"
+
+    def problems(self, which: str) -> list[str]:
+        """Every canonical image limit this image breaks; `which` names it ("The image")."""
+        found: list[str] = []
+        if self.size_bytes > IMAGE_MAX_BYTES:
+            found.append(
+                f"{which} is {self.size_bytes / 1_048_576:.1f} MB; the limit is"
+                f" {IMAGE_MAX_BYTES // 1_048_576} MB."
+            )
+        if min(self.width_px, self.height_px) < IMAGE_MIN_SIDE_PX:
+            found.append(
+                f"{which} is {self.width_px}×{self.height_px} px; each side must be at least"
+                f" {IMAGE_MIN_SIDE_PX} px."
+            )
+        if max(self.ratio, 1 / self.ratio) > IMAGE_MAX_ASPECT:
+            found.append(
+                f"{which} is {self.width_px}×{self.height_px} px (aspect"
+                f" {aspect_text(self.width_px, self.height_px)}); it must be between 1:2.5 and"
+                " 2.5:1."
+            )
+        return found
+
+
+def aspect_text(width_px: int, height_px: int) -> str:
+    """An aspect ratio as "W:1" or "1:H" with two decimals ("2.67:1", "1:3.00")."""
+    if width_px >= height_px:
+        return f"{width_px / height_px:.2f}:1"
+    return f"1:{height_px / width_px:.2f}"
+
+
 class VideoRequest(BaseModel):
     """What a member asked for, in provider-neutral terms.
 
     `audio` and `resolution` may be None, meaning "the provider's default"; `Capabilities.resolve`
     fills them in before the request is priced and stored.
+
+    Image-to-video: `image` is the start frame, `end_image` the optional end frame. The output
+    follows the image's own aspect ratio, so with an image `aspect_ratio` is not chosen: it is
+    derived from the image (the nearest of 16:9, 9:16, 1:1, a label for status messages) and no
+    adapter sends it. A different, explicitly given aspect ratio is refused. The prompt may be left
+    out with an image where the provider allows it (`Capabilities.image_prompt_required`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +157,25 @@ class VideoRequest(BaseModel):
     shot_type: ShotType | None = None
     shots: tuple[Shot, ...] = ()
     voice_ids: tuple[str, ...] = ()
+    image: ImageRef | None = None
+    end_image: ImageRef | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aspect_from_image(cls, data: Any) -> Any:
+        """With an image and no aspect ratio given, take the one nearest the image's."""
+        if not isinstance(data, dict) or data.get("image") is None or "aspect_ratio" in data:
+            return data
+        image = data["image"]
+        try:
+            ref = image if isinstance(image, ImageRef) else ImageRef.model_validate(image)
+        except ValidationError:
+            return data  # reported by the field's own validation
+        return {**data, "aspect_ratio": ref.nearest_aspect_ratio}
+
+    @property
+    def is_image_to_video(self) -> bool:
+        return self.image is not None
 
     @property
     def is_multishot(self) -> bool:
@@ -89,6 +185,8 @@ class VideoRequest(BaseModel):
     def summary(self) -> str:
         """A one-line description for status messages and logs."""
         text = self.prompt or " | ".join(f"{s.duration_s}s: {s.prompt}" for s in self.shots)
+        if not text and self.image is not None:
+            text = f"(animate a {self.image.width_px}×{self.image.height_px} image)"
         return text if len(text) <= 120 else text[:119] + "…"
 
     def problems(self) -> list[str]:
@@ -97,7 +195,7 @@ class VideoRequest(BaseModel):
         prompt = (self.prompt or "").strip()
         if self.prompt is not None and not prompt and not self.shots:
             found.append("The prompt is empty: describe the video you want.")
-        elif not prompt and not self.shots:
+        elif not prompt and not self.shots and self.image is None:
             found.append("A prompt is required (or use /multishot to give shots).")
         if prompt and self.shots:
             found.append("Give either one prompt or a list of shots, not both.")
@@ -122,6 +220,26 @@ class VideoRequest(BaseModel):
             found.append(f"cfg_scale must be between 0 and 1 (got {self.cfg_scale:g}).")
         found += self._shot_problems()
         found += self._voice_problems()
+        found += self._image_problems()
+        return found
+
+    def _image_problems(self) -> list[str]:
+        found: list[str] = []
+        if self.image is None:
+            if self.end_image is not None:
+                found.append("An end frame needs a start image too.")
+            return found
+        found += self.image.problems("The image")
+        if self.end_image is not None:
+            found += self.end_image.problems("The end image")
+            if self.shots:
+                found.append("An end frame cannot be combined with multiple shots.")
+        derived = self.image.nearest_aspect_ratio
+        if self.aspect_ratio != derived:
+            found.append(
+                "The video takes the image's own aspect ratio"
+                f" ({self.image.width_px}×{self.image.height_px}): leave the aspect ratio out."
+            )
         return found
 
     def _shot_problems(self) -> list[str]:
@@ -185,6 +303,8 @@ _FIELD_NAMES = {
     "shot_type": "shot type",
     "shots": "shots",
     "voice_ids": "voice ids",
+    "image": "image",
+    "end_image": "end image",
 }
 
 

@@ -3,7 +3,8 @@
 Every provider has the same group of settings, e.g. for EachLabs:
 `KLINGBOT_EACHLABS_API_KEY`, `KLINGBOT_EACHLABS_BASE_URL`, `KLINGBOT_EACHLABS_WEBHOOK_SECRET`,
 `KLINGBOT_EACHLABS_PRICE_PER_SECOND`, `KLINGBOT_EACHLABS_MAX_CONCURRENT`,
-`KLINGBOT_EACHLABS_CREATES_PER_MIN`. Defaults are the vendor's documented values.
+`KLINGBOT_EACHLABS_CREATES_PER_MIN`. Defaults are the vendor's documented values. Kling's
+official API has no API key: `KLINGBOT_KLING_ACCESS_KEY` and `KLINGBOT_KLING_SECRET_KEY` sign a JWT.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.errors import ConfigError
 
 ProviderName = Literal[
-    "local", "pixeldojo", "aihubmax", "eachlabs", "novita", "segmind", "fal", "replicate"
+    "local", "pixeldojo", "aihubmax", "eachlabs", "novita", "segmind", "fal", "replicate", "kling"
 ]
 PROVIDER_NAMES: tuple[ProviderName, ...] = (
     "local",
@@ -35,6 +36,7 @@ PROVIDER_NAMES: tuple[ProviderName, ...] = (
     "segmind",
     "fal",
     "replicate",
+    "kling",
 )
 ENV_PREFIX = "KLINGBOT_"
 
@@ -54,6 +56,11 @@ class ProviderSettings(BaseModel):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    def missing_keys(self) -> list[str]:
+        """The names of the credential fields that are not set."""
+        key = self.api_key
+        return [] if key is not None and key.get_secret_value().strip() else ["api_key"]
 
 
 class LocalSettings(ProviderSettings):
@@ -96,6 +103,24 @@ class ReplicateSettings(ProviderSettings):
     base_url: str = "https://api.replicate.com/v1"
     max_concurrent: int = Field(default=10, ge=1)
     creates_per_min: int = Field(default=600, ge=1)  # documented create limit
+
+
+class KlingSettings(ProviderSettings):
+    """Kling's official API: a JWT signed with the secret key replaces the API key."""
+
+    base_url: str = "https://api-singapore.klingai.com"  # global; China: api-beijing.klingai.com
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    # Kling publishes no number: the concurrency of the account's resource pack decides, and a
+    # task beyond it is refused with 1303 (backed off). 5 fits the smaller packs [?].
+    max_concurrent: int = Field(default=5, ge=1)
+
+    def missing_keys(self) -> list[str]:
+        return [
+            name
+            for name in ("access_key", "secret_key")
+            if (value := getattr(self, name)) is None or not value.get_secret_value().strip()
+        ]
 
 
 class Settings(BaseSettings):
@@ -169,6 +194,7 @@ class Settings(BaseSettings):
     segmind: SegmindSettings = SegmindSettings()
     fal: FalSettings = FalSettings()
     replicate: ReplicateSettings = ReplicateSettings()
+    kling: KlingSettings = KlingSettings()
 
     @field_validator("owner_ids", mode="before")
     @classmethod
@@ -228,11 +254,11 @@ class Settings(BaseSettings):
         for name in self.provider_chain:
             if name == "local":
                 continue
-            key = self.provider_settings(name).api_key
-            if key is None or not key.get_secret_value().strip():
+            for key in self.provider_settings(name).missing_keys():
+                what = "API key" if key == "api_key" else key.replace("_", " ")
                 missing.append(
-                    f"{env_name(name, 'api_key')} is not set: KLINGBOT_PROVIDER={self.provider}"
-                    f" needs {name}'s API key (or choose KLINGBOT_PROVIDER=local to run offline)."
+                    f"{env_name(name, key)} is not set: KLINGBOT_PROVIDER={self.provider}"
+                    f" needs {name}'s {what} (or choose KLINGBOT_PROVIDER=local to run offline)."
                 )
         return missing
 

@@ -3,6 +3,8 @@
 Frames are composed directly in YUV 4:2:0 with numpy: an animated gradient,
 two moving discs and a progress bar, under a text overlay (label and prompt)
 that is rasterised once with Pillow and alpha-blended per frame.
+`render_image_preview` animates an image instead: a slow pan across it (and a
+cross-fade into the end image when one is given), under the label and counter.
 """
 
 from __future__ import annotations
@@ -63,6 +65,67 @@ def render_preview(
     file next to ``out_path`` and renamed into place. Raises ValueError for bad
     arguments and MediaError if encoding fails.
     """
+    _check_args(width, height, fps, duration_s)
+    n_frames = max(1, round(duration_s * fps))
+    scene = _Scene(width, height, prompt=prompt, label=label, total_s=n_frames / fps)
+    try:
+        with atomic_output(out_path) as tmp:
+            _encode(tmp, scene, n_frames=n_frames, fps=fps, audio=audio)
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"could not write the preview clip {out_path.name}: {exc}") from exc
+    return probe(out_path)
+
+
+PAN_ZOOM = 1.15  # the image is scaled to cover the frame this much larger, then panned across
+CROSSFADE_FRACTION = 0.3  # with an end image: the last 30% of the clip fades into it
+
+
+def image_frame_size(image_w: int, image_h: int, short_side_px: int) -> tuple[int, int]:
+    """A frame with the image's aspect ratio whose shorter side is ``short_side_px`` (even)."""
+    if image_w <= 0 or image_h <= 0:
+        raise ValueError(f"image size must be positive, got {image_w}x{image_h}")
+    ratio = image_w / image_h
+    if ratio >= 1:
+        width, height = short_side_px * ratio, float(short_side_px)
+    else:
+        width, height = float(short_side_px), short_side_px / ratio
+    scale = min(1.0, MAX_DIMENSION_PX / max(width, height))
+    return _even(width * scale), _even(height * scale)
+
+
+def render_image_preview(
+    out_path: Path,
+    *,
+    image: Path,
+    end_image: Path | None = None,
+    duration_s: float,
+    width: int,
+    height: int,
+    audio: bool,
+    fps: int = 24,
+    label: str = DEFAULT_LABEL,
+) -> MediaInfo:
+    """Render ``image`` panning (and fading into ``end_image``) as an H.264/AAC MP4.
+
+    Same clip rules as `render_preview` (frame count, label, counter, progress bar,
+    audio tone, atomic write); give a frame size with the image's aspect ratio
+    (`image_frame_size`). Raises ValueError for bad arguments and MediaError if an
+    image cannot be read or encoding fails.
+    """
+    _check_args(width, height, fps, duration_s)
+    n_frames = max(1, round(duration_s * fps))
+    total_s = n_frames / fps
+    pan = _Pan(width, height, image, end_image, total_s=total_s)
+    scene = _Scene(width, height, prompt="", label=label, total_s=total_s, background=pan)
+    try:
+        with atomic_output(out_path) as tmp:
+            _encode(tmp, scene, n_frames=n_frames, fps=fps, audio=audio)
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"could not write the preview clip {out_path.name}: {exc}") from exc
+    return probe(out_path)
+
+
+def _check_args(width: int, height: int, fps: int, duration_s: float) -> None:
     if width <= 0 or height <= 0 or width % 2 or height % 2:
         raise ValueError(f"width and height must be positive and even, got {width}x{height}")
     if not MIN_DIMENSION_PX <= min(width, height) <= max(width, height) <= MAX_DIMENSION_PX:
@@ -74,14 +137,82 @@ def render_preview(
     if not (math.isfinite(duration_s) and 0 < duration_s <= MAX_DURATION_S):
         raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S:g}], got {duration_s}")
 
-    n_frames = max(1, round(duration_s * fps))
-    scene = _Scene(width, height, prompt=prompt, label=label, total_s=n_frames / fps)
-    try:
-        with atomic_output(out_path) as tmp:
-            _encode(tmp, scene, n_frames=n_frames, fps=fps, audio=audio)
-    except (av.FFmpegError, OSError) as exc:
-        raise MediaError(f"could not write the preview clip {out_path.name}: {exc}") from exc
-    return probe(out_path)
+
+class _Pan:
+    """An image (or two) as YUV 4:2:0 planes larger than the frame, cropped along a path."""
+
+    def __init__(
+        self, width: int, height: int, image: Path, end_image: Path | None, *, total_s: float
+    ) -> None:
+        self.width = width
+        self.height = height
+        self.total_s = total_s
+        self.big_w = _even(width * PAN_ZOOM) + 2
+        self.big_h = _even(height * PAN_ZOOM) + 2
+        self.start = self._planes(image)
+        self.end = self._planes(end_image) if end_image is not None else None
+
+    def _planes(self, path: Path) -> tuple[U8, U8, U8]:
+        try:
+            with Image.open(path) as opened:
+                rgb = opened.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise MediaError(f"could not read the image {path.name}: {exc}") from exc
+        cover = max(self.big_w / rgb.width, self.big_h / rgb.height)
+        size = (
+            max(self.big_w, math.ceil(rgb.width * cover)),
+            max(self.big_h, math.ceil(rgb.height * cover)),
+        )
+        scaled = rgb.resize(size, Image.Resampling.BILINEAR)
+        left, top = (size[0] - self.big_w) // 2, (size[1] - self.big_h) // 2
+        cropped = scaled.crop((left, top, left + self.big_w, top + self.big_h))
+        return _rgb_to_yuv420(np.asarray(cropped, dtype=np.float32) / 255.0)
+
+    def fill(self, t_s: float, planes: tuple[U8, U8, U8]) -> None:
+        """Write the frame at ``t_s`` into ``planes`` (luma, cb, cr)."""
+        phase = min(1.0, max(0.0, t_s / max(self.total_s, 1e-6)))
+        eased = 0.5 - 0.5 * math.cos(math.pi * phase)
+        x = _even((self.big_w - self.width) * eased) if self.big_w > self.width + 1 else 0
+        y = _even((self.big_h - self.height) * (1 - eased)) if self.big_h > self.height + 1 else 0
+        x = min(x, self.big_w - self.width)
+        y = min(y, self.big_h - self.height)
+        fade = 0.0
+        if self.end is not None:
+            start_fade = 1 - CROSSFADE_FRACTION
+            fade = min(1.0, max(0.0, (phase - start_fade) / CROSSFADE_FRACTION))
+        for index, plane in enumerate(planes):
+            div = 1 if index == 0 else 2
+            h, w = plane.shape
+            src = self.start[index][y // div : y // div + h, x // div : x // div + w]
+            if self.end is None or fade <= 0:
+                plane[...] = src
+                continue
+            dst = self.end[index][y // div : y // div + h, x // div : x // div + w]
+            weight = round(fade * 256)
+            mixed = np.multiply(src, 256 - weight, dtype=np.uint16)
+            mixed += np.multiply(dst, weight, dtype=np.uint16)
+            mixed >>= 8
+            plane[...] = mixed
+
+
+def _rgb_to_yuv420(rgb: F32) -> tuple[U8, U8, U8]:
+    """BT.709 limited-range YUV 4:2:0 planes of an (even-sized) RGB float image."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    y_plane = 16 + 219 * luma
+    cb = 128 + 224 * (b - luma) / 1.8556
+    cr = 128 + 224 * (r - luma) / 1.5748
+
+    def pool(arr: F32) -> F32:
+        return np.asarray(
+            (arr[0::2, 0::2] + arr[1::2, 0::2] + arr[0::2, 1::2] + arr[1::2, 1::2]) / 4,
+            dtype=np.float32,
+        )
+
+    def u8(arr: F32) -> U8:
+        return np.clip(np.round(arr), 0, 255).astype(np.uint8)
+
+    return u8(y_plane), u8(pool(cb)), u8(pool(cr))
 
 
 def _encode(path: Path, scene: _Scene, *, n_frames: int, fps: int, audio: bool) -> None:
@@ -178,10 +309,20 @@ def _blend(region: U8, premul: U16, inv_alpha: U16) -> None:
 class _Scene:
     """Per-clip state: static overlay patches and cached counter patches."""
 
-    def __init__(self, width: int, height: int, *, prompt: str, label: str, total_s: float):
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        *,
+        prompt: str,
+        label: str,
+        total_s: float,
+        background: _Pan | None = None,
+    ):
         self.width = width
         self.height = height
         self.total_s = total_s
+        self._background = background
         short = min(width, height)
         self.margin = max(8, short // 24) // 2 * 2
         self.bar_px = max(4, short // 90) // 2 * 2
@@ -219,6 +360,21 @@ class _Scene:
         """Return the frame at ``t_s`` as a (H * 3/2, W) yuv420p array (reused buffer)."""
         luma, cb, cr = self._planes
         phase = t_s / max(self.total_s, 1e-6)
+        if self._background is not None:
+            self._background.fill(t_s, self._planes)
+        else:
+            self._animate(t_s)
+        bar_w = _even(round(self.width * min(1.0, phase)))
+        luma[self.height - self.bar_px :, :bar_w] = 210
+        cb[(self.height - self.bar_px) // 2 :, : bar_w // 2] = 100
+        cr[(self.height - self.bar_px) // 2 :, : bar_w // 2] = 150
+        for patch in self._patches:
+            patch.blend(self._planes)
+        self._counter_patch(f"{_clock(t_s)} / {_clock(self.total_s)}").blend(self._planes)
+        return self._buffer.reshape(self.height * 3 // 2, self.width)
+
+    def _animate(self, t_s: float) -> None:
+        luma, cb, cr = self._planes
         # Moving gradient: sum of an x and a y profile, each kept in [0, 127].
         xa = 55 + 35 * np.sin(2 * np.pi * (self._xs - 0.35 * t_s))
         ya = 35 + 25 * np.sin(2 * np.pi * (0.8 * self._ys + 0.2 * t_s))
@@ -231,14 +387,6 @@ class _Scene:
             cx = 0.5 + 0.4 * math.sin(2 * np.pi * (0.23 + 0.11 * i) * t_s + i * 2.1)
             cy = 0.5 + 0.4 * math.cos(2 * np.pi * (0.17 + 0.07 * i) * t_s + i * 1.3)
             self._draw_disc(cx, cy, (color_y, color_u, color_v))
-        bar_w = _even(round(self.width * min(1.0, phase)))
-        luma[self.height - self.bar_px :, :bar_w] = 210
-        cb[(self.height - self.bar_px) // 2 :, : bar_w // 2] = 100
-        cr[(self.height - self.bar_px) // 2 :, : bar_w // 2] = 150
-        for patch in self._patches:
-            patch.blend(self._planes)
-        self._counter_patch(f"{_clock(t_s)} / {_clock(self.total_s)}").blend(self._planes)
-        return self._buffer.reshape(self.height * 3 // 2, self.width)
 
     def _draw_disc(self, cx: float, cy: float, color: tuple[int, int, int]) -> None:
         r = self._disc_r

@@ -1,7 +1,8 @@
 """Video provider adapters behind one interface.
 
 build_provider(name, settings, http)  -> VideoProvider
-VideoProvider.submit / poll / cancel / parse_webhook
+VideoProvider.submit(request, webhook_url=..., images=ImageInputs | None) / poll / cancel /
+parse_webhook
 ProviderError(kind)                    the one error taxonomy (see bot.providers.errors)
 
 Owns: each vendor's wire format (requests, statuses, webhooks and their signatures), HTTP calls
@@ -23,7 +24,7 @@ from bot.providers.base import (
     VideoProvider,
     WebhookEvent,
 )
-from bot.providers.capabilities import CAPABILITIES, Capabilities
+from bot.providers.capabilities import CAPABILITIES, Capabilities, image_to_video_providers
 from bot.providers.errors import (
     ErrorKind,
     ProviderError,
@@ -32,6 +33,7 @@ from bot.providers.errors import (
     WebhookRefused,
 )
 from bot.providers.http import ProviderHttp
+from bot.providers.images import ImageInput, ImageInputs
 from bot.settings import Settings
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "CAPABILITIES",
     "Capabilities",
     "ErrorKind",
+    "ImageInput",
+    "ImageInputs",
     "ProviderError",
     "ProviderHttp",
     "ProviderJob",
@@ -51,6 +55,7 @@ __all__ = [
     "WebhookParseError",
     "WebhookRefused",
     "build_provider",
+    "image_to_video_providers",
 ]
 
 ADAPTERS: dict[str, str] = {
@@ -62,6 +67,7 @@ ADAPTERS: dict[str, str] = {
     "segmind": "bot.providers.segmind:SegmindProvider",
     "fal": "bot.providers.fal:FalProvider",
     "replicate": "bot.providers.replicate:ReplicateProvider",
+    "kling": "bot.providers.kling:KlingProvider",
 }
 
 

@@ -54,6 +54,7 @@ from bot.providers.base import (
 )
 from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError
 from bot.providers.http import HttpReply, classify, failure_kind
+from bot.providers.images import ImageInputs
 from bot.request import VideoRequest
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,14 @@ class AIHubMaxProvider(VideoProvider):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
 
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
+        """Text-to-video only: an image request is refused here (no documented v3 I2V)."""
         problems = self.capabilities.problems(request)
         if problems:
             raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)

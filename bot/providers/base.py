@@ -16,6 +16,7 @@ from typing import ClassVar
 from bot.providers.capabilities import CAPABILITIES, Capabilities
 from bot.providers.errors import ProviderError
 from bot.providers.http import ProviderHttp
+from bot.providers.images import ImageInputs
 from bot.request import VideoRequest
 from bot.settings import ProviderSettings
 
@@ -76,7 +77,7 @@ Headers = Mapping[str, str]
 
 
 class VideoProvider(ABC):
-    """One vendor's Kling v3 Pro text-to-video API."""
+    """One vendor's Kling v3 Pro text-to-video (and, where offered, image-to-video) API."""
 
     name: ClassVar[str]
 
@@ -103,8 +104,17 @@ class VideoProvider(ABC):
         return key.get_secret_value() if key is not None else ""
 
     @abstractmethod
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
-        """Create the job. Raises ProviderError; `outcome_unknown` if it may exist anyway."""
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
+        """Create the job. Raises ProviderError; `outcome_unknown` if it may exist anyway.
+
+        `images` carries the contents of `request.image`/`request.end_image` (image-to-video).
+        """
 
     @abstractmethod
     async def poll(self, job: ProviderJob) -> ProviderStatus:

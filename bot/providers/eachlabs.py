@@ -1,4 +1,5 @@
-"""EachLabs: `kling-v3-pro-text-to-video` through the prediction API.
+"""EachLabs: `kling-v3-pro-text-to-video` (and `kling-v3-pro-image-to-video`) through the
+prediction API.
 
 Create `POST {base}/prediction/` with `X-API-Key`, body `{"model", "input": {...}, "webhook_url",
 "webhook_secret"}`; the reply carries `predictionID`. Poll `GET {base}/prediction/{id}`: status
@@ -26,10 +27,12 @@ from bot.providers.base import (
 from bot.providers.capabilities import CAPABILITIES
 from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError
 from bot.providers.http import HttpReply, classify, failure_kind
+from bot.providers.images import ImageInput, ImageInputs, pick_image
 from bot.providers.signing import verify_timestamped_hmac
 from bot.request import VideoRequest
 
 MODEL = "kling-v3-pro-text-to-video"
+IMAGE_MODEL = "kling-v3-pro-image-to-video"  # [?] a garbled copy of its page; fal's schema
 
 STATES = {
     "created": ProviderState.QUEUED,
@@ -58,14 +61,22 @@ ERROR_CODES = {
 }
 
 
-def build_input(request: VideoRequest) -> dict[str, Any]:
-    """The `input` object, in EachLabs' (fal-compatible) field names and types."""
+def build_input(
+    request: VideoRequest, *, start: ImageInput | None = None, end: ImageInput | None = None
+) -> dict[str, Any]:
+    """The `input` object, in EachLabs' (fal-compatible) field names and types.
+
+    Image-to-video [?]: `start_image_url`/`end_image_url` (the bot's public URL, else a data URI)
+    and no `aspect_ratio`, as in fal's schema the model copies.
+    """
     audio = request.audio if request.audio is not None else CAPABILITIES["eachlabs"].audio_default
-    data: dict[str, Any] = {
-        "duration": str(request.duration_s),
-        "aspect_ratio": request.aspect_ratio,
-        "generate_audio": audio,
-    }
+    data: dict[str, Any] = {"duration": str(request.duration_s), "generate_audio": audio}
+    if start is None:
+        data["aspect_ratio"] = request.aspect_ratio
+    else:
+        data["start_image_url"] = start.url or start.data_uri()
+        if end is not None:
+            data["end_image_url"] = end.url or end.data_uri()
     if request.shots:
         data["multi_prompt"] = [
             {"prompt": shot.prompt, "duration": str(shot.duration_s)} for shot in request.shots
@@ -94,8 +105,23 @@ class EachLabsProvider(VideoProvider):
         secret = self.settings.webhook_secret
         return secret.get_secret_value() if secret is not None else ""
 
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
-        body: dict[str, Any] = {"model": MODEL, "input": build_input(request)}
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
+        if request.image is not None:
+            problems = self.capabilities.problems(request)
+            if problems:
+                raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)
+        start = pick_image(images, request.image, "start", provider=self.name)
+        end = pick_image(images, request.end_image, "end", provider=self.name)
+        body: dict[str, Any] = {
+            "model": MODEL if start is None else IMAGE_MODEL,
+            "input": build_input(request, start=start, end=end),
+        }
         if webhook_url:
             body["webhook_url"] = webhook_url
             if self._secret:

@@ -1,4 +1,4 @@
-"""fal.ai: `fal-ai/kling-video/v3/{standard,pro,4k}/text-to-video` through fal's queue.
+"""fal.ai: `fal-ai/kling-video/v3/{standard,pro,4k}/{text,image}-to-video` through fal's queue.
 
 Submit `POST {base}/fal-ai/kling-video/v3/<tier>/text-to-video[?fal_webhook=<url>]` with
 `Authorization: Key <key>`; the body is the model input itself (EachLabs' schema: durations are
@@ -66,6 +66,7 @@ from bot.providers.base import (
 )
 from bot.providers.errors import ErrorKind, ProviderError, WebhookAuthError, WebhookParseError
 from bot.providers.http import HttpReply, ProviderHttp, classify, failure_kind
+from bot.providers.images import ImageInput, ImageInputs, pick_image
 from bot.providers.signing import FalKeys, check_timestamp, header, verify_fal
 from bot.request import VideoRequest
 from bot.settings import FalSettings, ProviderSettings
@@ -106,14 +107,26 @@ _KEEP_KIND = (ErrorKind.AUTH, ErrorKind.OUT_OF_FUNDS, ErrorKind.RATE_LIMITED)
 _STATUS_IN_TEXT = re.compile(r"\b([1-5]\d\d)\b")
 
 
-def build_input(request: VideoRequest, *, audio_default: bool = True) -> dict[str, Any]:
-    """The request body: fal's model input, durations as strings."""
+def build_input(
+    request: VideoRequest,
+    *,
+    audio_default: bool = True,
+    start: ImageInput | None = None,
+    end: ImageInput | None = None,
+) -> dict[str, Any]:
+    """The request body: fal's model input, durations as strings.
+
+    Image-to-video adds `start_image_url` (and `end_image_url`): the bot's public URL, else a data
+    URI; it has no `aspect_ratio` ("determined by the start image").
+    """
     audio = audio_default if request.audio is None else request.audio
-    data: dict[str, Any] = {
-        "duration": str(request.duration_s),
-        "aspect_ratio": request.aspect_ratio,
-        "generate_audio": audio,
-    }
+    data: dict[str, Any] = {"duration": str(request.duration_s), "generate_audio": audio}
+    if start is None:
+        data["aspect_ratio"] = request.aspect_ratio
+    else:
+        data["start_image_url"] = start.url or start.data_uri()
+        if end is not None:
+            data["end_image_url"] = end.url or end.data_uri()
     if request.shots:
         data["multi_prompt"] = [
             {"prompt": shot.prompt, "duration": str(shot.duration_s)} for shot in request.shots
@@ -188,16 +201,27 @@ class FalProvider(VideoProvider):
 
     # -- jobs -------------------------------------------------------------------------------
 
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
         problems = self.capabilities.problems(request)
         if problems:
             raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)
+        start = pick_image(images, request.image, "start", provider=self.name)
+        end = pick_image(images, request.end_image, "end", provider=self.name)
         tier = TIERS[request.resolution or self.capabilities.resolutions[0]]
+        task = "image-to-video" if start is not None else "text-to-video"
         reply = await self.http.create(
-            f"{self.settings.base_url}/{APP}/v3/{tier}/text-to-video",
+            f"{self.settings.base_url}/{APP}/v3/{tier}/{task}",
             provider=self.name,
             headers=self._headers(),
-            json_body=build_input(request, audio_default=self.capabilities.audio_default),
+            json_body=build_input(
+                request, audio_default=self.capabilities.audio_default, start=start, end=end
+            ),
             params={"fal_webhook": webhook_url} if webhook_url else None,
         )
         if reply.status >= 300:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import json
 import re
 import time
@@ -23,6 +24,7 @@ import aiohttp
 from bot.providers.errors import ErrorKind, ProviderError
 
 MAX_REPLY_BYTES = 4 * 1024 * 1024
+LARGE_BODY_BYTES = 1024 * 1024  # aiohttp warns about sending larger bodies from memory at once
 # On a create, these mean "a proxy timed out": the vendor may have created the job anyway.
 AMBIGUOUS_GATEWAY_STATUSES = frozenset({502, 504})
 
@@ -156,6 +158,29 @@ class ProviderHttp:
                 )
             return reply
 
+    async def upload(
+        self,
+        url: str,
+        *,
+        provider: str,
+        field: str,
+        filename: str,
+        data: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpReply:
+        """POST one file as multipart/form-data (creates nothing billable: errors are transient)."""
+        form = aiohttp.FormData()
+        form.add_field(field, io.BytesIO(data), filename=filename, content_type=content_type)
+        try:
+            return await self._send(
+                self.session, "POST", url, headers, None, None, provider, data=form
+            )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ProviderError(
+                ErrorKind.TRANSIENT, f"upload to {url}: {error!r}", provider=provider
+            ) from error
+
     def _fresh_connection_session(self) -> aiohttp.ClientSession:
         if self._create_session is None or self._create_session.closed:
             self._create_session = aiohttp.ClientSession(
@@ -173,12 +198,22 @@ class ProviderHttp:
         json_body: Any,
         params: Mapping[str, str] | None,
         provider: str,
+        *,
+        data: aiohttp.FormData | None = None,
     ) -> HttpReply:
+        sent_headers = dict(headers or {})
+        payload: aiohttp.FormData | io.BytesIO | None = data
+        if json_body is not None:
+            encoded = json.dumps(json_body).encode()
+            if len(encoded) > LARGE_BODY_BYTES:  # images inline: stream it, don't block the loop
+                payload, json_body = io.BytesIO(encoded), None
+                sent_headers["Content-Type"] = "application/json"
         async with session.request(
             method,
             url,
-            headers=dict(headers or {}),
+            headers=sent_headers,
             json=json_body,
+            data=payload,
             params=params,
             timeout=self.timeout,
             allow_redirects=False,

@@ -6,7 +6,9 @@ It behaves like a vendor: `submit` returns a job id at once, the render runs in 
 job there. Jobs are files in its work directory (`<id>.json` spec, `<id>.mp4` result,
 `<id>.cancelled`), so a restarted bot finds them again; a job whose render was interrupted by a
 restart is rendered again on the next poll. The clip shows the prompt, an animation and the label
-"LOCAL PREVIEW · not AI-generated"; it has an AAC track when audio is on.
+"LOCAL PREVIEW · not AI-generated"; it has an AAC track when audio is on. Image-to-video renders
+the image itself, panning, at the image's aspect ratio (fading into the end image when there is
+one); the images are kept beside the spec (`<id>.start.png|jpg`, `<id>.end.…`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.media import render_preview
+from bot.media import image_frame_size, render_image_preview, render_preview
 from bot.providers import _json
 from bot.providers.base import (
     Headers,
@@ -34,6 +36,7 @@ from bot.providers.base import (
 )
 from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError
 from bot.providers.http import ProviderHttp
+from bot.providers.images import ImageInputs, pick_image
 from bot.request import VideoRequest
 from bot.settings import LocalSettings
 
@@ -50,8 +53,19 @@ FRAME_SIZES = {
 }
 
 
+SHORT_SIDES_PX = {"720p": 720, "1080p": 1080}
+
+
 def frame_size(resolution: str | None, aspect_ratio: str) -> tuple[int, int]:
     return FRAME_SIZES[(resolution or "720p", aspect_ratio)]
+
+
+def request_frame_size(request: VideoRequest) -> tuple[int, int]:
+    """The clip's size: the image's own aspect ratio with an image, else the chosen one."""
+    if request.image is not None:
+        short = SHORT_SIDES_PX.get(request.resolution or "720p", 720)
+        return image_frame_size(request.image.width_px, request.image.height_px, short)
+    return frame_size(request.resolution, request.aspect_ratio)
 
 
 class LocalProvider(VideoProvider):
@@ -76,8 +90,24 @@ class LocalProvider(VideoProvider):
     def _path(self, job_id: str, suffix: str) -> Path:
         return self.work_dir / f"{job_id}{suffix}"
 
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
+        if request.image is not None:
+            problems = self.capabilities.problems(request)
+            if problems:
+                raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)
+        start = pick_image(images, request.image, "start", provider=self.name)
+        end = pick_image(images, request.end_image, "end", provider=self.name)
         job_id = f"local-{secrets.token_hex(8)}"
+        for which, image, ref in (("start", start, request.image), ("end", end, request.end_image)):
+            if image is not None and ref is not None:
+                path = self._path(job_id, f".{which}.{ref.extension}")
+                await asyncio.to_thread(self._write_file, path, image.data)
         spec = {
             "request": request.model_dump(mode="json"),
             "webhook_url": webhook_url,
@@ -86,6 +116,12 @@ class LocalProvider(VideoProvider):
         await asyncio.to_thread(self._write_spec, job_id, spec)
         self._start(job_id, spec)
         return Submission(ProviderJob(job_id), ProviderStatus(ProviderState.QUEUED, "queued"))
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".part")
+        partial.write_bytes(data)
+        partial.replace(path)
 
     def _write_spec(self, job_id: str, spec: dict[str, Any]) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -114,20 +150,34 @@ class LocalProvider(VideoProvider):
 
     async def _render(self, job_id: str, spec: dict[str, Any]) -> None:
         request = VideoRequest.model_validate(spec["request"])
-        width, height = frame_size(request.resolution, request.aspect_ratio)
+        width, height = request_frame_size(request)
         started = self.now_s()
         try:
             async with self._slots:
-                await asyncio.to_thread(
-                    render_preview,
-                    self._path(job_id, ".mp4"),
-                    prompt=request.summary if request.shots else (request.prompt or ""),
-                    duration_s=request.duration_s,
-                    width=width,
-                    height=height,
-                    audio=bool(request.audio),
-                    label=LABEL,
-                )
+                if request.image is not None:
+                    end = request.end_image
+                    await asyncio.to_thread(
+                        render_image_preview,
+                        self._path(job_id, ".mp4"),
+                        image=self._path(job_id, f".start.{request.image.extension}"),
+                        end_image=self._path(job_id, f".end.{end.extension}") if end else None,
+                        duration_s=request.duration_s,
+                        width=width,
+                        height=height,
+                        audio=bool(request.audio),
+                        label=LABEL,
+                    )
+                else:
+                    await asyncio.to_thread(
+                        render_preview,
+                        self._path(job_id, ".mp4"),
+                        prompt=request.summary if request.shots else (request.prompt or ""),
+                        duration_s=request.duration_s,
+                        width=width,
+                        height=height,
+                        audio=bool(request.audio),
+                        label=LABEL,
+                    )
             remaining = self.render_s - (self.now_s() - started)
             if remaining > 0:
                 await asyncio.sleep(remaining)

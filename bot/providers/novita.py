@@ -7,6 +7,9 @@ TASK_STATUS_QUEUED|PROCESSING|SUCCEED|FAILED with the failure text in `task.reas
 `task.progress_percent`/`task.eta`, and the video in `videos[].video_url` (a presigned link that
 lives `video_url_ttl` seconds). Audio is `sound` (default off), durations are integers, there are
 no voice ids or shot types, and no cancel. See shared/reference/providers.md section 4.
+Image-to-video: `kling-v3.0-{std,pro,4k}-i2v` with `image`/`end_image` and no `aspect_ratio`; a
+prompt is required and shots are refused (pro-i2v's `multi_prompt` is a list of strings, with no
+per-shot durations).
 
 Where the docs are uncertain [?]:
 - `multi_prompt` items are undocumented: we send `{"prompt", "duration"}` with an integer duration
@@ -42,6 +45,7 @@ from bot.providers.base import (
 )
 from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError
 from bot.providers.http import HttpReply, classify, failure_kind
+from bot.providers.images import ImageInput, ImageInputs, pick_image
 from bot.request import VideoRequest
 
 ENDPOINTS = {
@@ -50,6 +54,11 @@ ENDPOINTS = {
     "4k": "kling-v3.0-4k-t2v",
 }
 DEFAULT_ENDPOINT = ENDPOINTS["1080p"]
+IMAGE_ENDPOINTS = {
+    "720p": "kling-v3.0-std-i2v",
+    "1080p": "kling-v3.0-pro-i2v",
+    "4k": "kling-v3.0-4k-i2v",
+}
 WEBHOOK_EVENT = "ASYNC_TASK_RESULT"
 
 STATES = {
@@ -75,17 +84,26 @@ _WEBHOOK_REFUSED = re.compile(r"\bextra\b|webhook", re.IGNORECASE)
 
 
 def endpoint_for(request: VideoRequest) -> str:
-    """The model endpoint: Novita sells each resolution as its own endpoint."""
-    return ENDPOINTS.get(request.resolution or "1080p", DEFAULT_ENDPOINT)
+    """The model endpoint: Novita sells each resolution (and image-to-video) as its own."""
+    table = IMAGE_ENDPOINTS if request.image is not None else ENDPOINTS
+    return table.get(request.resolution or "1080p", table["1080p"])
 
 
-def build_body(request: VideoRequest) -> dict[str, Any]:
-    """The request body, in Novita's field names and types (without `extra`)."""
-    data: dict[str, Any] = {
-        "duration": int(request.duration_s),
-        "aspect_ratio": request.aspect_ratio,
-        "sound": bool(request.audio),
-    }
+def build_body(
+    request: VideoRequest, *, start: ImageInput | None = None, end: ImageInput | None = None
+) -> dict[str, Any]:
+    """The request body, in Novita's field names and types (without `extra`).
+
+    Image-to-video: `image` (and `end_image`): the bot's public URL, else a data URI [?]; the i2v
+    endpoints have no `aspect_ratio`.
+    """
+    data: dict[str, Any] = {"duration": int(request.duration_s), "sound": bool(request.audio)}
+    if start is None:
+        data["aspect_ratio"] = request.aspect_ratio
+    else:
+        data["image"] = start.url or start.data_uri()
+        if end is not None:
+            data["end_image"] = end.url or end.data_uri()
     if request.shots:
         data["multi_prompt"] = [
             {"prompt": shot.prompt, "duration": int(shot.duration_s)} for shot in request.shots
@@ -111,12 +129,20 @@ class NovitaProvider(VideoProvider):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
 
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
         problems = self.capabilities.problems(request)
         if problems:  # nothing Novita can express: refuse before anything is billed
             raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)
+        start = pick_image(images, request.image, "start", provider=self.name)
+        end = pick_image(images, request.end_image, "end", provider=self.name)
         endpoint = endpoint_for(request)
-        body = build_body(request)
+        body = build_body(request, start=start, end=end)
         reply = await self._create(endpoint, body, webhook_url)
         if reply.status >= 300:
             raise self._error(reply)

@@ -45,6 +45,7 @@ from bot.providers.base import (
 )
 from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError
 from bot.providers.http import HttpReply, classify, failure_kind
+from bot.providers.images import ImageInputs
 from bot.request import VideoRequest
 
 MODEL = "kling-video-v3-pro-text"
@@ -114,7 +115,14 @@ class PixelDojoProvider(VideoProvider):
         origin = _origin(url)
         return origin is not None and origin == _origin(self.settings.base_url)
 
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
+        """Text-to-video only: an image request is refused here (no documented v3 I2V)."""
         problems = self.capabilities.problems(request)
         if problems:
             raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)

@@ -8,7 +8,9 @@ shot_type or voice_ids (the capability table refuses those before anything is se
 checks again and refuses without a create). The reply is the prediction object `{id, status,
 output, error, logs, metrics, urls, data_removed}`; poll `GET {base}/predictions/{id}`, cancel
 `POST {base}/predictions/{id}/cancel` (both built from the base URL, so the token only ever goes
-there). Status starting|processing|succeeded|failed|canceled (and `aborted`: terminated before it
+there). Image-to-video uses the same model with `start_image`/`end_image` and no `aspect_ratio`
+(ignored when a start image is given): the bot's public URL of the image, else a data URI when it
+is under 1 MB, else the `urls.get` of an upload to `POST {base}/files` (multipart `content`). Status starting|processing|succeeded|failed|canceled (and `aborted`: terminated before it
 started); `output` is the video URI (a string, or a list). Predictions made through the API lose
 their inputs and outputs after an hour (`data_removed`): a success read after that is
 RESULT_EXPIRED.
@@ -58,6 +60,7 @@ from bot.providers.base import (
 )
 from bot.providers.errors import ErrorKind, ProviderError, WebhookAuthError, WebhookParseError
 from bot.providers.http import HttpReply, ProviderHttp, classify, error_message, failure_kind
+from bot.providers.images import ImageInput, ImageInputs, pick_image
 from bot.providers.signing import verify_standard_webhook
 from bot.request import VideoRequest
 from bot.settings import ProviderSettings
@@ -66,6 +69,7 @@ log = logging.getLogger(__name__)
 
 MODEL = "kwaivgi/kling-v3-video"
 MODES: dict[str, str] = {"720p": "standard", "1080p": "pro", "4k": "4k"}
+DATA_URI_MAX_BYTES = 1024 * 1024  # Replicate: data URIs only for files under 1 MB
 
 STATES = {
     "starting": ProviderState.QUEUED,
@@ -86,15 +90,29 @@ _CODE = re.compile(r"\b(E\d{3,4})\b")
 _TQDM = re.compile(r"(\d{1,3})%\|")
 
 
-def build_input(request: VideoRequest, *, audio_default: bool = False) -> dict[str, Any]:
-    """The `input` object in Replicate's field names and types."""
+def build_input(
+    request: VideoRequest,
+    *,
+    audio_default: bool = False,
+    start_image: str | None = None,
+    end_image: str | None = None,
+) -> dict[str, Any]:
+    """The `input` object in Replicate's field names and types.
+
+    With `start_image` (a URL or data URI) `aspect_ratio` is left out: Replicate ignores it then.
+    """
     audio = audio_default if request.audio is None else request.audio
     data: dict[str, Any] = {
         "mode": MODES[request.resolution or "1080p"],
         "duration": request.duration_s,
-        "aspect_ratio": request.aspect_ratio,
         "generate_audio": audio,
     }
+    if start_image is None:
+        data["aspect_ratio"] = request.aspect_ratio
+    else:
+        data["start_image"] = start_image
+        if end_image is not None:
+            data["end_image"] = end_image
     if request.shots:
         shots = [{"prompt": shot.prompt, "duration": shot.duration_s} for shot in request.shots]
         data["prompt"] = request.shots[0].prompt
@@ -139,12 +157,25 @@ class ReplicateProvider(VideoProvider):
 
     # -- jobs -------------------------------------------------------------------------------
 
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
         problems = self.capabilities.problems(request)
         if problems:
             raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)
+        start = pick_image(images, request.image, "start", provider=self.name)
+        end = pick_image(images, request.end_image, "end", provider=self.name)
         body: dict[str, Any] = {
-            "input": build_input(request, audio_default=self.capabilities.audio_default)
+            "input": build_input(
+                request,
+                audio_default=self.capabilities.audio_default,
+                start_image=await self._image_value(start) if start else None,
+                end_image=await self._image_value(end) if end else None,
+            )
         }
         if webhook_url:
             body["webhook"] = webhook_url
@@ -172,6 +203,35 @@ class ReplicateProvider(VideoProvider):
         except ProviderError:
             status = ProviderStatus(ProviderState.QUEUED, "starting")
         return Submission(ProviderJob(job_id), status)
+
+    async def _image_value(self, image: ImageInput) -> str:
+        """The bot's public URL; else a data URI (under 1 MB); else an upload to the files API."""
+        if image.url:
+            return image.url
+        if image.size_bytes <= DATA_URI_MAX_BYTES:
+            return image.data_uri()
+        extension = "png" if image.mime == "image/png" else "jpg"
+        reply = await self.http.upload(
+            f"{self.settings.base_url}/files",
+            provider=self.name,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            field="content",
+            filename=f"start.{extension}",
+            data=image.data,
+            content_type=image.mime,
+        )
+        if reply.status >= 300:
+            raise self._error(reply)
+        data = _json.loads_object(reply.body)
+        url = _json.text(_json.dig(data, "urls", "get"))
+        if not url or not url.startswith(("https://", "http://")):
+            raise ProviderError(
+                ErrorKind.UNKNOWN,
+                f"the file upload reply has no urls.get: {reply.text[:200]!r}",
+                provider=self.name,
+                status_code=reply.status,
+            )
+        return url
 
     async def poll(self, job: ProviderJob) -> ProviderStatus:
         reply = await self.http.call(

@@ -1,5 +1,7 @@
 """Segmind: `kling-3-pro-text2video` through the AI gateway, async v2 with a synchronous v1 fallback.
 
+Image-to-video is `kling-3-pro-image2video` on the same two APIs (the v2 fallback is per model).
+
 Auth is the `x-api-key` header (the gateway refuses the key as a bearer token). v2 (the default):
 `POST {base}/v2/kling-3-pro-text2video` → `{request_id, status: "QUEUED", poll_url, status_url,
 response_url}`; `GET /v2/requests/{id}/status` says QUEUED|PROCESSING|COMPLETED|FAILED, then
@@ -81,10 +83,12 @@ from bot.providers.http import (
     error_message,
 )
 from bot.providers.http import failure_kind as _failure_kind
+from bot.providers.images import ImageInput, ImageInputs, pick_image
 from bot.request import VideoRequest
 from bot.settings import ProviderSettings, SegmindSettings
 
 MODEL = "kling-3-pro-text2video"
+IMAGE_MODEL = "kling-3-pro-image2video"
 CHUNK_BYTES = 256 * 1024
 
 STATES = {
@@ -110,13 +114,24 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _BASE64_KEYS = ("video", "output", "data", "base64", "image", "result")
 
 
-def build_body(request: VideoRequest) -> dict[str, Any]:
-    """The request body (v1 and v2 share it), in Segmind's field names and types."""
+def build_body(
+    request: VideoRequest, *, start: ImageInput | None = None, end: ImageInput | None = None
+) -> dict[str, Any]:
+    """The request body (v1 and v2 share it), in Segmind's field names and types.
+
+    Image-to-video: `start_image_url`/`end_image_url` (the bot's public URL, else a data URI [?])
+    without `aspect_ratio` (listed on the page, but the model, fal's, takes the image's).
+    """
     data: dict[str, Any] = {
         "duration": str(request.duration_s),
-        "aspect_ratio": request.aspect_ratio,
         "generate_audio": bool(request.audio),
     }
+    if start is None:
+        data["aspect_ratio"] = request.aspect_ratio
+    else:
+        data["start_image_url"] = start.url or start.data_uri()
+        if end is not None:
+            data["end_image_url"] = end.url or end.data_uri()
     if request.shots:
         data["multi_prompt"] = [
             {"prompt": shot.prompt, "duration": str(shot.duration_s)} for shot in request.shots
@@ -267,7 +282,7 @@ class SegmindProvider(VideoProvider):
         self.v1_timeout_s = v1_timeout_s
         self.v1_max_bytes = v1_max_bytes
         self.v1_keep_s = v1_keep_s
-        self._v2_missing = False  # auto mode: v2 said 404/405 for the model once
+        self._v2_missing: set[str] = set()  # auto mode: models v2 said 404/405 for once
         self._v1_session: aiohttp.ClientSession | None = None
 
     @property
@@ -289,20 +304,29 @@ class SegmindProvider(VideoProvider):
 
     # -- submit ---------------------------------------------------------------------------------
 
-    async def submit(self, request: VideoRequest, *, webhook_url: str | None) -> Submission:
+    async def submit(
+        self,
+        request: VideoRequest,
+        *,
+        webhook_url: str | None,
+        images: ImageInputs | None = None,
+    ) -> Submission:
         """Create the job (Segmind has no webhooks for models: `webhook_url` is not sent)."""
         problems = self.capabilities.problems(request)
         if problems:  # nothing Segmind can express: refuse before anything is billed
             raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)
-        body = build_body(request)
-        if self.api_mode == "v1" or (self.api_mode == "auto" and self._v2_missing):
-            return await self._submit_v1(body)
+        start = pick_image(images, request.image, "start", provider=self.name)
+        end = pick_image(images, request.end_image, "end", provider=self.name)
+        body = build_body(request, start=start, end=end)
+        model = MODEL if start is None else IMAGE_MODEL
+        if self.api_mode == "v1" or (self.api_mode == "auto" and model in self._v2_missing):
+            return await self._submit_v1(body, model)
         reply = await self.http.create(
-            self._url("v2", MODEL), provider=self.name, headers=self._headers(), json_body=body
+            self._url("v2", model), provider=self.name, headers=self._headers(), json_body=body
         )
         if reply.status in (404, 405) and self.api_mode == "auto":
-            self._v2_missing = True  # refused outright: nothing was created or billed
-            return await self._submit_v1(body)
+            self._v2_missing.add(model)  # refused outright: nothing was created or billed
+            return await self._submit_v1(body, model)
         if reply.status >= 300:
             raise self._error(reply, creating=True)
         data = _json.loads_object(reply.body)
@@ -326,8 +350,8 @@ class SegmindProvider(VideoProvider):
         word = _json.text(data.get("status")) or "QUEUED"
         return Submission(ProviderJob(job_id, links), ProviderStatus(ProviderState.QUEUED, word))
 
-    async def _submit_v1(self, body: dict[str, Any]) -> Submission:
-        url = self._url("v1", MODEL)
+    async def _submit_v1(self, body: dict[str, Any], model: str = MODEL) -> Submission:
+        url = self._url("v1", model)
         session = self._session()
         attempt = 0
         while True:

@@ -8,6 +8,8 @@ payloads. Tests script behaviour with `next_create(...)` and `job.script`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import itertools
 import json
 import time
@@ -227,3 +229,39 @@ async def chunks(data: bytes, size: int = 65536) -> AsyncIterator[bytes]:
 
 def now_s() -> int:
     return int(time.time())
+
+
+_IMAGE_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
+
+
+def decode_data_uri(value: str) -> tuple[str, bytes] | None:
+    """(mime, bytes) of a `data:<mime>;base64,<data>` URI; None when it is not one."""
+    head, comma, payload = value.partition(",")
+    if not value.startswith("data:") or not comma or not head.endswith(";base64"):
+        return None
+    try:
+        return head[5:].removesuffix(";base64"), base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def image_problem(
+    value: Any, field: str, *, data_uri: bool = True, max_data_uri_bytes: int | None = None
+) -> str | None:
+    """Why `value` is not an image reference a vendor takes: an http(s) URL, or (where
+    `data_uri`) a data URI of a JPEG/PNG whose bytes match its type."""
+    if not isinstance(value, str) or not value:
+        return f"{field} must be a non-empty string"
+    if value.startswith(("https://", "http://")):
+        return None
+    if not data_uri:
+        return f"{field} must be a URL"
+    decoded = decode_data_uri(value)
+    if decoded is None:
+        return f"{field} must be a URL or a base64 data URI"
+    mime, data = decoded
+    if mime not in _IMAGE_MAGIC or not data.startswith(_IMAGE_MAGIC[mime]):
+        return f"{field} is not a jpg/png image ({mime})"
+    if max_data_uri_bytes is not None and len(data) > max_data_uri_bytes:
+        return f"{field}: data URIs must be under {max_data_uri_bytes} bytes; upload the file"
+    return None

@@ -1,6 +1,7 @@
 """fal.ai queue double (shared/reference/providers.md section 6).
 
-POST /fal-ai/kling-video/v3/{standard,pro,4k}/text-to-video[?fal_webhook=url]  body = model input
+POST /fal-ai/kling-video/v3/{standard,pro,4k}/{text,image}-to-video[?fal_webhook=url]  body = input
+  (image-to-video: start_image_url required, end_image_url; URL or data URI; no aspect_ratio)
   -> {"request_id", "gateway_request_id", "status": "IN_QUEUE", "queue_position",
       "status_url", "response_url", "cancel_url"}          Authorization: Key <key>
 GET  /fal-ai/kling-video/requests/{id}/status  -> 202 IN_QUEUE / IN_PROGRESS, 200 COMPLETED
@@ -25,7 +26,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.provider_doubles.base import FakeJob, VendorDouble, now_s
+from tests.provider_doubles.base import FakeJob, VendorDouble, image_problem, now_s
 
 API_KEY = "fal-key-id:fal-key-secret"
 APP = "fal-ai/kling-video"
@@ -43,6 +44,8 @@ INPUT_FIELDS = {
     "negative_prompt",
     "cfg_scale",
 }
+# image-to-video: "Aspect ratio is determined by the start image" (no aspect_ratio field)
+IMAGE_INPUT_FIELDS = (INPUT_FIELDS - {"aspect_ratio"}) | {"start_image_url", "end_image_url"}
 CONTENT_CHECKER = "The content could not be processed because it was flagged by a content checker."
 
 
@@ -59,15 +62,24 @@ def _problem(field: str | None, msg: str, kind: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": kind}
 
 
-def input_problems(data: Any) -> list[dict[str, Any]]:
+def input_problems(data: Any, *, image: bool = False) -> list[dict[str, Any]]:
     """What fal's documented input schema refuses, as fal's `detail` entries."""
     if not isinstance(data, dict):
         return [_problem(None, "Input should be a valid dictionary", "dict_type")]
+    fields = IMAGE_INPUT_FIELDS if image else INPUT_FIELDS
     found = [
         _problem(k, "Extra inputs are not permitted", "extra_forbidden")
         for k in data
-        if k not in INPUT_FIELDS
+        if k not in fields
     ]
+    if image:
+        for name in ("start_image_url", "end_image_url"):
+            if name == "start_image_url" or name in data:
+                problem = image_problem(data.get(name), name)
+                if problem:
+                    found.append(_problem(name, problem, "value_error"))
+        if "end_image_url" in data and "multi_prompt" in data:
+            found.append(_problem("end_image_url", "not with multi_prompt", "value_error"))
     has_prompt, has_multi = "prompt" in data, "multi_prompt" in data
     if has_prompt == has_multi:
         found.append(
@@ -150,6 +162,7 @@ class FalDouble(VendorDouble):
         model = "/fal-ai/kling-video/v3/{tier}/text-to-video"
         return [
             ("POST", model, self.create),
+            ("POST", "/fal-ai/kling-video/v3/{tier}/image-to-video", self.create),
             ("GET", f"/{APP}/requests/{{id}}/status", self.status),
             ("GET", f"/{APP}/requests/{{id}}", self.result),
             ("PUT", f"/{APP}/requests/{{id}}/cancel", self.cancel),
@@ -185,7 +198,7 @@ class FalDouble(VendorDouble):
             body = json.loads(await request.read())
         except ValueError:
             return self.json({"detail": "Request body is not valid JSON"}, 400)
-        problems = input_problems(body)
+        problems = input_problems(body, image=request.path.endswith("/image-to-video"))
         if problems:
             return self.json({"detail": problems}, 422)
         job = FalJob(

@@ -3,6 +3,8 @@
 POST /v3/async/kling-v3.0-{std,pro,4k}-t2v   Authorization: Bearer <key>, Content-Type: application/json
   body {prompt XOR multi_prompt, sound: bool, duration: int 3..15, cfg_scale: 0..1,
         aspect_ratio, negative_prompt, extra?: {webhook: {url, test_mode?}}}  -> {"task_id"}
+POST /v3/async/kling-v3.0-{std,pro,4k}-i2v   image (URL or data URI), end_image, prompt required,
+  no aspect_ratio
 GET  /v3/async/task-result?task_id=…
   -> {"extra", "task": {task_id, task_type, status, reason, eta, progress_percent},
       "images": [], "videos": [{video_url, video_url_ttl, video_type}], "audios": []}
@@ -22,13 +24,18 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.provider_doubles.base import FakeJob, VendorDouble
+from tests.provider_doubles.base import FakeJob, VendorDouble, image_problem
 
 API_KEY = "nv-test-key"
 ENDPOINTS = {
     "kling-v3.0-std-t2v": "720p",
     "kling-v3.0-pro-t2v": "1080p",
     "kling-v3.0-4k-t2v": "4k",
+}
+IMAGE_ENDPOINTS = {
+    "kling-v3.0-std-i2v": "720p",
+    "kling-v3.0-pro-i2v": "1080p",
+    "kling-v3.0-4k-i2v": "4k",
 }
 FIELDS = {
     "sound",
@@ -40,6 +47,9 @@ FIELDS = {
     "negative_prompt",
     "extra",
 }
+# i2v: image (required), end_image (URL; not with multi_prompt), prompt required, no aspect_ratio
+IMAGE_FIELDS = {"image", "end_image", "sound", "prompt", "duration", "cfg_scale", "multi_prompt"}
+IMAGE_FIELDS |= {"negative_prompt", "extra"}
 WORDS = {
     "queued": "TASK_STATUS_QUEUED",
     "running": "TASK_STATUS_PROCESSING",
@@ -111,6 +121,25 @@ def extra_problems(extra: Any) -> list[str]:
     return []
 
 
+def image_body_problems(data: Any) -> list[str]:
+    """What the documented i2v schema refuses (data URIs accepted for `image` [?])."""
+    if not isinstance(data, dict):
+        return ["body must be a JSON object"]
+    problems = [f"unknown field {k}" for k in data if k not in IMAGE_FIELDS]
+    if not isinstance(data.get("prompt"), str) or not data["prompt"].strip():
+        problems.append("prompt is required")
+    for name in ("image", "end_image"):
+        if name == "image" or name in data:
+            problem = image_problem(data.get(name), name)
+            if problem:
+                problems.append(problem)
+    if "end_image" in data and "multi_prompt" in data:
+        problems.append("end_image cannot be used with multi_prompt")
+    rest = {k: v for k, v in data.items() if k not in ("image", "end_image")}
+    problems += [p for p in body_problems(rest) if "prompt and multi_prompt" not in p]
+    return problems
+
+
 class NovitaDouble(VendorDouble):
     name = "novita"
     id_prefix = "nv-task-"
@@ -144,6 +173,8 @@ class NovitaDouble(VendorDouble):
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         endpoint = request.match_info["endpoint"]
+        if endpoint in IMAGE_ENDPOINTS:
+            return await self.create_image(request, endpoint)
         if endpoint not in ENDPOINTS:
             return self.error(404, "NOT_FOUND", f"unknown endpoint {endpoint}")
         scripted = await self.create_behaviour(request)
@@ -159,6 +190,29 @@ class NovitaDouble(VendorDouble):
         except ValueError:
             return self.error(400, "INVALID_REQUEST_BODY", "body is not JSON")
         problems = body_problems(body, accept_extra=self.accept_extra)
+        if problems:
+            return self.error(400, "INVALID_REQUEST_BODY", "; ".join(problems))
+        job = FakeJob(
+            self.new_id(),
+            {"endpoint": endpoint, "body": body},
+            list(self.default_script),
+            webhook_url=(body.get("extra") or {}).get("webhook", {}).get("url"),
+        )
+        self.jobs[job.id] = job
+        return self.json({"task_id": job.id})
+
+    async def create_image(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        scripted = await self.create_behaviour(request)
+        if scripted is not None:
+            return scripted
+        refused = self._auth_problem(request)
+        if refused is not None:
+            return refused
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return self.error(400, "INVALID_REQUEST_BODY", "body is not JSON")
+        problems = image_body_problems(body)
         if problems:
             return self.error(400, "INVALID_REQUEST_BODY", "; ".join(problems))
         job = FakeJob(

@@ -6,6 +6,8 @@ GET  /v1/predictions/{id}         -> prediction {id, model, version, input, logs
                                      data_removed, error, status, metrics, urls, created_at, ...}
 POST /v1/predictions/{id}/cancel  -> prediction (status canceled)
 GET  /v1/webhooks/default/secret  -> {"key": "whsec_…"}
+POST /v1/files (multipart `content`) -> 201 {"id", "urls": {"get"}}; start_image/end_image take a
+  URL (such a file URL too) or a data URI under 1 MB
 Errors are problem details: {"title", "detail", "status"} (422 adds "invalid_fields").
 Webhooks are Standard Webhooks, signed by the double's own HMAC code (not the project's).
 """
@@ -13,18 +15,20 @@ Webhooks are Standard Webhooks, signed by the double's own HMAC code (not the pr
 from __future__ import annotations
 
 import base64
+import email.policy
 import hashlib
 import hmac
 import itertools
 import json
 import os
 from dataclasses import dataclass
+from email.parser import BytesParser
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from tests.provider_doubles.base import FakeJob, VendorDouble, now_s
+from tests.provider_doubles.base import FakeJob, VendorDouble, image_problem, now_s
 
 API_TOKEN = "r8_test_token"
 MODEL = "kwaivgi/kling-v3-video"
@@ -64,13 +68,26 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def input_problems(data: Any) -> list[tuple[str, str]]:
+DATA_URI_MAX_BYTES = 1024 * 1024  # "data URIs only for files under 1 MB"
+
+
+def input_problems(data: Any, files: set[str] | None = None) -> list[tuple[str, str]]:
     """(field, description) for everything the documented input schema refuses."""
     if not isinstance(data, dict):
         return [("input", "Invalid type. Expected: object")]
     found = [
         (f"input.{k}", "Additional property is not allowed") for k in data if k not in INPUT_FIELDS
     ]
+    for name in ("start_image", "end_image"):
+        if name in data:
+            problem = image_problem(data[name], name, max_data_uri_bytes=DATA_URI_MAX_BYTES)
+            uploaded = files is not None and "/v1/files/" in str(data[name])
+            if problem is None and uploaded and data[name].rsplit("/", 1)[-1] not in (files or ()):
+                problem = f"{name}: no such uploaded file"
+            if problem:
+                found.append((f"input.{name}", problem))
+    if "end_image" in data and "start_image" not in data:
+        found.append(("input.end_image", "end_image needs start_image"))
     has_multi = "multi_prompt" in data
     if "prompt" not in data and not has_multi:
         found.append(("input.prompt", "prompt is required"))
@@ -125,6 +142,7 @@ class ReplicateDouble(VendorDouble):
         self.api_token = API_TOKEN
         self.webhook_secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
         self._letters = itertools.count(1)
+        self.files: dict[str, tuple[str, bytes]] = {}  # uploaded through the files API
 
     def new_id(self) -> str:
         number, letters = next(self._letters), ""
@@ -143,7 +161,40 @@ class ReplicateDouble(VendorDouble):
             ("GET", "/v1/predictions/{id}", self.get),
             ("POST", "/v1/predictions/{id}/cancel", self.cancel),
             ("GET", "/v1/webhooks/default/secret", self.secret),
+            ("POST", "/v1/files", self.upload),
         ]
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """The files API: multipart `content` -> 201 {id, name, content_type, size, urls.get}."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        if not request.content_type.startswith("multipart/"):
+            return self.problem(415, "Unsupported media type", "send multipart/form-data")
+        # the recording middleware has read the stream: parse the stored body
+        raw = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode()
+        message = BytesParser(policy=email.policy.default).parsebytes(raw + await request.read())
+        parts = [
+            part
+            for part in message.iter_parts()
+            if part.get_param("name", header="content-disposition") == "content"
+        ]
+        if len(parts) != 1 or not isinstance(parts[0].get_content(), bytes):
+            return self.problem(422, "Input validation failed", "- content: file is required\n")
+        content = parts[0]
+        data = content.get_content()
+        file_id = f"file-{len(self.files) + 1:04d}"
+        self.files[file_id] = (content.get_content_type(), data)
+        return self.json(
+            {
+                "id": file_id,
+                "name": content.get_filename(),
+                "content_type": content.get_content_type(),
+                "size": len(data),
+                "checksums": {"sha256": hashlib.sha256(data).hexdigest()},
+                "urls": {"get": f"{self.api_base}/files/{file_id}"},
+            },
+            201,
+        )
 
     def problem(self, status: int, title: str, detail: str, **extra: Any) -> web.Response:
         data = {"title": title, "detail": detail, "status": status, **extra}
@@ -171,7 +222,7 @@ class ReplicateDouble(VendorDouble):
             return self.problem(400, "Invalid JSON", "the request body is not JSON")
         if not isinstance(body, dict):
             return self.problem(422, "Input validation failed", "- body must be an object\n")
-        problems = input_problems(body.get("input"))
+        problems = input_problems(body.get("input"), set(self.files))
         extra = set(body) - {"input", "webhook", "webhook_events_filter"}
         problems += [(k, "Additional property is not allowed") for k in sorted(extra)]
         webhook = body.get("webhook")

@@ -9,6 +9,7 @@ GET  /v2/requests/{id}          -> {"request_id", "status": "COMPLETED", "output
      a FAILED job answers 422 {"status": "FAILED", "error", "metrics"} (`failed_http`);
      an expired record answers 404 {"error": "Request … not found"}
 POST /v1/kling-3-pro-text2video -> blocks, then the video (`v1_reply` picks the form)
+POST /v{1,2}/kling-3-pro-image2video -> the same, with start_image_url (required) / end_image_url
 Body: prompt XOR multi_prompt [{prompt ≤512, duration: str}] ≤5 (XOR assumed, as fal), duration
 "3".."15" (string), aspect_ratio, cfg_scale 0..1, generate_audio bool, negative_prompt,
 shot_type "customize", voice_ids ≤2 strings. Errors: {"error": msg}; 405 is an HTML page.
@@ -24,10 +25,11 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.provider_doubles.base import FakeJob, VendorDouble
+from tests.provider_doubles.base import FakeJob, VendorDouble, image_problem
 
 API_KEY = "SG_0123456789abcdef"
 MODEL = "kling-3-pro-text2video"
+IMAGE_MODEL = "kling-3-pro-image2video"  # the same body plus start_image_url/end_image_url (uri)
 DURATIONS = {str(n) for n in range(3, 16)}
 FIELDS = {
     "prompt",
@@ -53,11 +55,18 @@ HTML_405 = (
 V1_REPLIES = ("bytes", "octet", "output_url", "video_url", "base64", "data_uri", "truncated")
 
 
-def body_problems(data: Any) -> list[str]:
+def body_problems(data: Any, *, image: bool = False) -> list[str]:
     """What the documented request schema refuses."""
     if not isinstance(data, dict):
         return ["body must be a JSON object"]
-    problems = [f"unknown field {k}" for k in data if k not in FIELDS]
+    fields = FIELDS | {"start_image_url", "end_image_url"} if image else FIELDS
+    problems = [f"unknown field {k}" for k in data if k not in fields]
+    if image:
+        for name in ("start_image_url", "end_image_url"):
+            if name == "start_image_url" or name in data:
+                problem = image_problem(data.get(name), name)  # [?] data URIs accepted
+                if problem:
+                    problems.append(problem)
     has_prompt, has_multi = "prompt" in data, "multi_prompt" in data
     if has_prompt == has_multi:
         problems.append("Give either prompt or multi_prompt, not both")
@@ -125,6 +134,8 @@ class SegmindDouble(VendorDouble):
         routes: list[tuple[str, str, Any]] = [
             ("POST", f"/v2/{MODEL}", self.create_v2),
             ("POST", f"/v1/{MODEL}", self.create_v1),
+            ("POST", f"/v2/{IMAGE_MODEL}", self.create_v2),
+            ("POST", f"/v1/{IMAGE_MODEL}", self.create_v1),
         ]
         for prefix in ("", "/alt"):
             routes += [
@@ -160,7 +171,7 @@ class SegmindDouble(VendorDouble):
             body = json.loads(await request.read())
         except ValueError:
             return None, self.error(400, "body is not JSON")
-        problems = body_problems(body)
+        problems = body_problems(body, image=request.path.endswith(IMAGE_MODEL))
         if problems:
             return None, self.error(400, "; ".join(problems))
         return body, None
