@@ -20,8 +20,8 @@ from bot.providers.errors import (
     ErrorKind,
     ProviderError,
     WebhookAuthError,
-    WebhookError,
     WebhookParseError,
+    WebhookRefused,
 )
 from bot.providers.http import HttpReply, ProviderHttp
 from bot.providers.kling import TOKEN_LIFETIME_S, TOKEN_RENEW_S, KlingProvider
@@ -717,10 +717,10 @@ def test_callback_parser_reads_any_task(task: dict[str, Any], wrapped: bool) -> 
 def test_callback_parser_raises_only_webhook_errors(body: bytes) -> None:
     for secret in (None, VECTOR_SECRET):
         kling = adapter(None, NO_HTTP, Clock(VECTOR_TS), webhook_secret=secret)
-        refused: WebhookError | None = None
+        refused: WebhookRefused | None = None
         try:
             event = kling.parse_webhook(vector_headers(), body)
-        except WebhookError as error:
+        except WebhookRefused as error:
             refused = error
         if refused is not None:
             assert refused.http_status in (400, 401)
