@@ -270,3 +270,46 @@ async def test_jobs_waiting_for_a_create_slot_count_against_the_member_limit(
             in_flight = p.service.creates_in_flight()  # who is waiting for a create slot
             assert second.id in in_flight and third.id not in in_flight
             assert (await p.service.jobs.get(third.id)).state is JobState.QUEUED
+
+
+@pytest.mark.parametrize(
+    ("rules", "payer", "why"),
+    [
+        ({"member_cap_per_day": 40, "approval_threshold": 40}, "pool", "must approve"),
+        ({"member_cap_per_day": 60}, "pool", "daily pool cap of 60"),
+        ({"confirm_threshold": 45}, "member", "confirm videos above 45"),
+    ],
+)
+async def test_failover_to_a_dearer_vendor_obeys_the_payer_rules(
+    tmp_path: Path, rules: dict[str, int], payer: str, why: str
+) -> None:
+    """A move to a provider that costs more needs the same rules as the first hold: past the
+    pool's approval threshold, a member's daily cap or the server's confirmation threshold it is
+    refused, nothing more is held, the hold is released, and the member reads why."""
+    async with EachLabsDouble() as first, FalDouble() as second:
+        first.next_create(
+            "status", 402, {"status": "error", "message": "Insufficient balance"}, times=100
+        )
+        async with queue_pipeline(
+            tmp_path,
+            eachlabs(first, ("fal", second)),
+            provider_chain=("eachlabs", "fal"),
+            pricing=PriceTable(provider_per_second={"fal": 16}),  # 80 for 5 s; eachlabs 40
+        ) as p:
+            await p.service.policy.set(G, actor_id=1, **rules)
+            if payer == "pool":
+                await p.ledger.fund_pool(G, 1000, key="pool")
+            else:
+                await fund(p, [5], amount=1000)
+            receipt = await p.service.submit(member(5), {"prompt": "fox", "duration_s": 5})
+            assert receipt.payer == payer and receipt.cost == 40
+            job = await p.wait_for_state(receipt.job.id, JobState.FAILED)
+            assert job.provider == "eachlabs" and job.topup_hold_id is None
+            assert "could not move to fal" in (job.error_message or "")
+            assert why in (job.error_message or "")
+            assert second.creates == 0
+            kinds = [t.kind.value for t in await p.ledger.transfers_for_job(job.id)]
+            assert kinds == ["pending", "void"]
+            account = AccountRef.pool(G) if payer == "pool" else AccountRef.member(G, 5)
+            assert (await p.ledger.balance(account)).available == 1000
+            assert (await p.ledger.audit()).ok

@@ -220,13 +220,17 @@ class Dispatcher:
         flaky = (
             error.kind is ErrorKind.TRANSIENT and job.submit_attempts >= FAILOVER_AFTER_TRANSIENT
         )
-        if (vendor_down or flaky) and await self._failover.move(job, error):
-            return
+        refusal = None
+        if vendor_down or flaky:
+            moved = await self._failover.move(job, error)
+            if moved.moved:
+                return
+            refusal = moved.refusal
         if error.retryable and job.submit_attempts < MAX_SUBMIT_ATTEMPTS:
             wait_s = error.retry_after_s or min(300.0, 10.0 * 2 ** (job.submit_attempts - 1))
             await self._requeue(job, error, wait_s)
             return
-        await self._settlement.fail(job, error)
+        await self._settlement.fail(job, error, note=refusal)
 
     async def _requeue(self, job: Job, error: ProviderError, wait_s: float) -> None:
         await self._jobs.transition(

@@ -117,6 +117,7 @@ class Pipeline:
         failover = Failover(
             db=db,
             ledger=self.ledger,
+            policy=self.policy,
             vendors=vendors,
             pricing=pricing,
             config=self.config,

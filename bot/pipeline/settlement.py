@@ -108,9 +108,15 @@ class Settlement:
         return settled
 
     async def fail(
-        self, job: Job, error: ProviderError, *, vendor_status: str | None = None
+        self,
+        job: Job,
+        error: ProviderError,
+        *,
+        vendor_status: str | None = None,
+        note: str | None = None,
     ) -> None:
-        """The job failed for good: void its holds and stop tracking it."""
+        """The job failed for good: void its holds and stop tracking it. `note` is added to
+        what the member reads (for example why it did not move to another provider)."""
         extra: dict[str, Any] = {"provider_status": vendor_status} if vendor_status else {}
         try:
             await self.settle(
@@ -120,7 +126,7 @@ class Settlement:
                 void_reason=error.kind.value,
                 **extra,
                 error_kind=error.kind.value,
-                error_message=str(error)[:1000],
+                error_message=(f"{error} {note}" if note else str(error))[:1000],
                 detail=error.detail[:500],
             )
         except IllegalTransition:
