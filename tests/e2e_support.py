@@ -123,16 +123,25 @@ class Running:
         return next(m for m in self.double.messages(channel_id) if m.id == job.result_message_id)
 
 
+DISCORD_PY_TASKS = ("discord.py:", "CommandTree-invoker", "discord-ui-view-")
+
+
 async def settle_discord_py_events() -> None:
-    """Let event handlers discord.py scheduled while closing run to their end, so none is left
-    half-made when the test's event loop closes ("coroutine Client._run_event was never
-    awaited")."""
-    pending = [
-        task
-        for task in asyncio.all_tasks()
-        if task.get_name().startswith("discord.py:") and not task.done()
-    ]
-    await asyncio.gather(*pending, return_exceptions=True)
+    """Let the command handlers and event handlers discord.py started run to their end (each may
+    start another), so none is left half-made when the test's event loop closes ("coroutine
+    Client._run_event was never awaited")."""
+    current = asyncio.current_task()
+    for _ in range(100):
+        pending = [
+            task
+            for task in asyncio.all_tasks()
+            if task is not current
+            and not task.done()
+            and task.get_name().startswith(DISCORD_PY_TASKS)
+        ]
+        if not pending:
+            return
+        await asyncio.wait(pending, timeout=5)
 
 
 @asynccontextmanager

@@ -61,10 +61,22 @@ def options_line(request: VideoRequest) -> str:
     return " · ".join(parts)
 
 
+MARKDOWN_CHARS = frozenset("\\*_~`|>[]()#-")
+
+
+def plain(text: str) -> str:
+    """A member's words shown as typed: no masked links, bold, headings or quotes under the
+    bot's name (`[Claim free credits](https://...)` stays visible text). Discord shows a
+    backslash-escaped punctuation mark as the mark itself."""
+    return "".join(f"\\{char}" if char in MARKDOWN_CHARS else char for char in text)
+
+
 def prompt_text(request: VideoRequest, limit: int = 1000) -> str:
     if request.shots:
-        return clip("\n".join(f"**{s.duration_s}s** {s.prompt}" for s in request.shots), limit)
-    return clip(request.prompt or "", limit)
+        return clip(
+            "\n".join(f"**{s.duration_s}s** {plain(s.prompt)}" for s in request.shots), limit
+        )
+    return clip(plain(request.prompt or ""), limit)
 
 
 def payer_text(job: Job) -> str:
@@ -119,7 +131,9 @@ def result_embed(job: Job, *, note: str | None = None) -> discord.Embed:
     embed.add_field(name="Provider", value=job.provider)
     embed.add_field(name="Cost", value=f"{job.charged or 0} credits")
     if request.negative_prompt:
-        embed.add_field(name="Avoid", value=clip(request.negative_prompt, 1000), inline=False)
+        embed.add_field(
+            name="Avoid", value=clip(plain(request.negative_prompt), 1000), inline=False
+        )
     if note:
         embed.add_field(name="Note", value=clip(note, 1000), inline=False)
     embed.set_footer(text=f"job {job.id}")
