@@ -11,7 +11,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiohttp
 import pytest
@@ -152,7 +152,22 @@ def case(request: pytest.FixtureRequest) -> VendorCase:
     return cast("VendorCase", found)
 
 
-class Make(Protocol):
+@pytest.fixture
+async def double(case: VendorCase) -> AsyncIterator[VendorDouble]:
+    """The case's vendor double, listening on 127.0.0.1."""
+    async with case.double_type() as vendor:
+        yield vendor
+
+
+class Make:
+    """Builds the case's adapter on its double (or on `origin`), keeping each to close later."""
+
+    def __init__(
+        self, case: VendorCase, double: VendorDouble, http: ProviderHttp, work_dir: Path
+    ) -> None:
+        self.case, self.double, self.http, self.work_dir = case, double, http, work_dir
+        self.made: list[VideoProvider] = []
+
     def __call__(
         self,
         *,
@@ -162,48 +177,30 @@ class Make(Protocol):
         origin: str | None = None,
         client: ProviderHttp | None = None,
         reply_timeout_s: float = 5.0,
-    ) -> VideoProvider: ...
+    ) -> VideoProvider:
+        from tests.provider_cases.case import Setup  # (the cases import this module)
 
-
-@pytest.fixture
-async def double(case: VendorCase) -> AsyncIterator[VendorDouble]:
-    """The case's vendor double, listening on 127.0.0.1."""
-    async with case.double_type() as vendor:
-        yield vendor
+        setup = Setup(
+            origin=origin or self.double.base_url,
+            key=self.case.api_key if key is None else key,
+            route=route or self.case.routes[0].name,
+            now_s=now_s,
+            work_dir=self.work_dir,
+            reply_timeout_s=reply_timeout_s,
+        )
+        provider = self.case.adapter(client or self.http, setup)
+        self.made.append(provider)
+        return provider
 
 
 @pytest.fixture
 async def make(
     case: VendorCase, double: VendorDouble, http: ProviderHttp, tmp_path: Path
 ) -> AsyncIterator[Make]:
-    """Builds the case's adapter on the double (or on `origin`); each is closed at the end."""
-    from tests.provider_cases.case import Setup
-
-    made: list[VideoProvider] = []
-
-    def build(
-        *,
-        key: str | None = None,
-        route: str | None = None,
-        now_s: float | None = None,
-        origin: str | None = None,
-        client: ProviderHttp | None = None,
-        reply_timeout_s: float = 5.0,
-    ) -> VideoProvider:
-        setup = Setup(
-            origin=origin or double.base_url,
-            key=case.api_key if key is None else key,
-            route=route or case.routes[0].name,
-            now_s=now_s,
-            work_dir=tmp_path / case.name,
-            reply_timeout_s=reply_timeout_s,
-        )
-        provider = case.adapter(client or http, setup)
-        made.append(provider)
-        return provider
-
-    yield build
-    for provider in made:
+    """Adapters for the test's vendor case; each is closed at the end of the test."""
+    maker = Make(case, double, http, tmp_path / case.name)
+    yield maker
+    for provider in maker.made:
         await provider.close()
 
 
