@@ -481,7 +481,7 @@ def test_non_finite_progress_is_ignored(case: VendorCase, value: Any) -> None:
 
 
 @pytest.mark.parametrize("case", vendors())
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_status_parser_only_raises_provider_error(case: VendorCase, data: st.DataObject) -> None:
     body = data.draw(case.status_strategy)
@@ -640,7 +640,7 @@ async def test_a_webhook_before_the_keys_are_known_heals_itself(
 
 
 @pytest.mark.parametrize("case", vendors())
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_webhook_parser_only_raises_webhook_error(case: VendorCase, data: st.DataObject) -> None:
     if case.webhooks is None:  # a vendor without webhooks refuses every delivery
@@ -663,7 +663,7 @@ def _encoded(value: Any) -> bytes:
 
 
 @pytest.mark.parametrize("case", vendors(lambda c: signs(c) and signer(c).expected_event))
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_signed_webhook_parser_only_raises_parse_errors(
     case: VendorCase, data: st.DataObject
