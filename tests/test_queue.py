@@ -296,7 +296,7 @@ async def test_failover_to_a_dearer_vendor_obeys_the_payer_rules(
             provider_chain=("eachlabs", "fal"),
             pricing=PriceTable(provider_per_second={"fal": 16}),  # 80 for 5 s; eachlabs 40
         ) as p:
-            await p.service.policy.set(G, actor_id=1, **rules)
+            await p.service.policy.set_values(G, rules, actor_id=1)
             if payer == "pool":
                 await p.ledger.fund_pool(G, 1000, key="pool")
             else:
