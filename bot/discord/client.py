@@ -175,6 +175,14 @@ class KlingBot(commands.Bot):
             await self.status_messages.close()
         await super().close()
 
+    def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        """Events raised once the client is closed are dropped: discord.py has no loop for them
+        any more (a command that finishes during shutdown would leave its completion event
+        half-made)."""
+        if self.is_closed():
+            return
+        super().dispatch(event, *args, **kwargs)
+
     def is_owner_id(self, user_id: int) -> bool:
         return user_id in self.config.owner_ids
 
