@@ -113,6 +113,7 @@ async def measure(args: argparse.Namespace, image: bytes, folder: Path) -> None:
                     loaded += await acks(burst)
                     await receipts(burst)
                     animate_s += await receipts(animations)
+                await announced(run, members)
     finally:
         await double.stop()
     report("/video alone", baseline, baseline)
@@ -121,6 +122,17 @@ async def measure(args: argparse.Namespace, image: bytes, folder: Path) -> None:
         f"/animate receipt  p50 {percentile(animate_s, 50) * 1000:7.0f} ms"
         f"   max {max(animate_s) * 1000:7.0f} ms   (download, check, store, hold)"
     )
+
+
+async def announced(run: Running, members: list[int]) -> None:
+    """Wait until every job has its public status message (posted after the receipt), so that
+    none is still being posted when the bot shuts down."""
+    for _ in range(600):
+        jobs = [j for m in members for j in await run.service.jobs.by_user(GUILD, m, limit=100)]
+        if all(j.status_message_id for j in jobs):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("status messages were not all posted within 30 s")
 
 
 def downloaded(double: DiscordDouble, names: list[str]) -> bool:
