@@ -134,7 +134,7 @@ def animate_options(values: dict[str, str]) -> dict[str, Any]:
         options["negative_prompt"] = negative
     duration = (values.get("duration") or "").strip()
     if duration:
-        if not duration.isdigit():
+        if not duration.isdecimal():
             raise InvalidRequest(
                 [
                     f"The duration must be a whole number of seconds, {DURATION_MIN_S} to"
