@@ -136,7 +136,7 @@ def read_images(args: argparse.Namespace) -> tuple[NormalizedImage | None, Norma
 
 def parse_shot(text: str) -> dict[str, Any]:
     seconds, sep, prompt = text.partition(":")
-    if not sep or not seconds.strip().isdigit():
+    if not sep or not seconds.strip().isdecimal():
         raise KlingbotError(f"--shot must look like '3:a fox wakes up' (got {text!r}).")
     return {"duration_s": int(seconds), "prompt": prompt.strip()}
 

@@ -1,6 +1,6 @@
 """The outside input /animate parses itself: the Animate form's values and the image name in a
-/media link. Whatever arrives gives options or a specific refusal, and a link names only the
-job's own stored images."""
+/media link; and the `seconds: prompt` shot fields of the same forms. Whatever arrives gives
+options or a specific refusal, and a link names only the job's own stored images."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bot.discord.animate import animate_options
+from bot.discord.modals import parse_shots
 from bot.errors import InvalidRequest
 from bot.media.images import check_image
 from bot.pipeline import MediaStore
@@ -87,3 +88,18 @@ def test_an_image_link_names_only_the_jobs_own_images(tmp_path: Path) -> None:
         )
 
     check()
+
+
+@given(st.dictionaries(st.sampled_from([f"shot_{n}" for n in range(1, 7)]), st.text(max_size=30)))
+def test_shot_fields_give_shots_or_a_sentence_for_each_bad_one(values: dict[str, str]) -> None:
+    shots, problems = parse_shots(values)
+    assert shots or problems
+    for shot in shots:
+        assert isinstance(shot["duration_s"], int) and isinstance(shot["prompt"], str)
+    assert all("Shot" in p or "at least one shot" in p for p in problems)
+
+
+def test_a_superscript_digit_is_not_a_number_of_seconds() -> None:
+    assert parse_shots({"shot_1": "²: a fox"})[1] == [
+        "Shot 1 must start with its length in seconds, like `3: a fox wakes up`."
+    ]

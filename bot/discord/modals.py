@@ -123,7 +123,7 @@ def parse_shots(values: dict[str, str]) -> tuple[list[dict[str, Any]], list[str]
         if not text:
             continue
         seconds, sep, prompt = text.partition(":")
-        if not sep or not seconds.strip().isdigit():
+        if not sep or not seconds.strip().isdecimal():
             problems.append(
                 f"Shot {number} must start with its length in seconds, like `3: a fox wakes up`."
             )
