@@ -1,6 +1,8 @@
 """`klingbot generate`: one job through the real pipeline, with a terminal progress bar.
 
-Offline with the `local` provider; with a vendor and its key it is how an admin tests the key
+`--image PATH` (and `--end-image PATH`) animates an image: it is checked like an upload to the
+bot (bot/media/images.py) before anything runs, and the video takes its aspect ratio. Offline
+with the `local` provider; with a vendor and its key it is how an admin tests the key
 before going live (operator jobs are not charged to any member). Ctrl-C cancels the job at the
 provider where the vendor supports it.
 """
@@ -19,7 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bot.errors import KlingbotError
+from bot.media.images import ImageRefused, NormalizedImage, check_image
 from bot.pipeline import Actor, FileSink, Requester
+from bot.request import IMAGE_MAX_BYTES
 from bot.runtime import open_runtime
 from bot.settings import Settings
 from storage import Job, JobState
@@ -39,7 +43,18 @@ DONE = frozenset(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", nargs="?", help="what the video should show (omit with --shot)")
     parser.add_argument("--duration", type=int, default=5, help="seconds, 3..15 (default 5)")
-    parser.add_argument("--aspect", default="16:9", help="16:9, 9:16 or 1:1 (default 16:9)")
+    parser.add_argument(
+        "--aspect", help="16:9, 9:16 or 1:1 (default 16:9; with --image, the image's own)"
+    )
+    parser.add_argument(
+        "--image",
+        type=Path,
+        metavar="PATH",
+        help="animate this image (JPEG, PNG or WebP, at most 10 MB); the prompt is then optional",
+    )
+    parser.add_argument(
+        "--end-image", type=Path, metavar="PATH", help="the last frame (with --image)"
+    )
     audio = parser.add_mutually_exclusive_group()
     audio.add_argument(
         "--audio", dest="audio", action="store_true", default=None, help="with audio"
@@ -69,11 +84,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    data: dict[str, Any] = {"duration_s": args.duration, "aspect_ratio": args.aspect}
+def request_from_args(
+    args: argparse.Namespace,
+    image: NormalizedImage | None = None,
+    end_image: NormalizedImage | None = None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"duration_s": args.duration}
     if args.prompt is not None:
         data["prompt"] = args.prompt
     optional = {
+        "aspect_ratio": args.aspect,
+        "image": image.ref.model_dump() if image is not None else None,
+        "end_image": end_image.ref.model_dump() if end_image is not None else None,
         "audio": args.audio,
         "resolution": args.resolution,
         "negative_prompt": args.negative,
@@ -88,9 +110,33 @@ def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def read_image(path: Path, option: str) -> NormalizedImage:
+    """An image file checked like an upload to the bot; a refusal names the rule and figures."""
+    try:
+        size_bytes = path.stat().st_size
+        if size_bytes > IMAGE_MAX_BYTES:  # refused without reading it
+            raise ImageRefused(
+                "size",
+                f"The image {path.name!r} is {size_bytes / 1_048_576:.1f} MB; the limit is"
+                f" {IMAGE_MAX_BYTES // 1_048_576} MB.",
+            )
+        data = path.read_bytes()
+    except OSError as error:
+        raise KlingbotError(f"{option} {path}: {error.strerror or error}.") from None
+    return check_image(data, filename=path.name)
+
+
+def read_images(args: argparse.Namespace) -> tuple[NormalizedImage | None, NormalizedImage | None]:
+    if args.end_image is not None and args.image is None:
+        raise KlingbotError("--end-image needs --image (the first frame) too.")
+    image = read_image(args.image, "--image") if args.image is not None else None
+    end = read_image(args.end_image, "--end-image") if args.end_image is not None else None
+    return image, end
+
+
 def parse_shot(text: str) -> dict[str, Any]:
     seconds, sep, prompt = text.partition(":")
-    if not sep or not seconds.strip().isdigit():
+    if not sep or not seconds.strip().isdecimal():
         raise KlingbotError(f"--shot must look like '3:a fox wakes up' (got {text!r}).")
     return {"duration_s": int(seconds), "prompt": prompt.strip()}
 
@@ -125,7 +171,8 @@ def describe(job: Job) -> str:
 
 async def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=True)
-    data = request_from_args(args)
+    image, end_image = await asyncio.to_thread(read_images, args)
+    data = request_from_args(args, image, end_image)
     out: Path = args.out or Path(f"klingbot-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
     sink = FileSink(out)
     # one person is watching a progress bar: look more often than a busy bot would
@@ -136,6 +183,9 @@ async def run_generate(args: argparse.Namespace, settings: Settings) -> int:
     ) as rt:
         service = rt.service
         quote = await service.quote(data, args.provider)
+        for checked in (image, end_image):
+            if checked is not None:
+                await asyncio.to_thread(service.media.store_image, checked)
         await rt.start()
         watcher = Watcher()
         service.subscribe(watcher)
@@ -144,9 +194,12 @@ async def run_generate(args: argparse.Namespace, settings: Settings) -> int:
         )
         job = receipt.job
         watcher.job_id, watcher.latest = job.id, job
+        shape: str = quote.request.aspect_ratio
+        if image is not None:
+            shape = f"from a {image.width_px}×{image.height_px} image"
         console.print(
             f"Job [bold]{job.id}[/] on [bold]{quote.provider}[/]: {quote.request.duration_s} s,"
-            f" {quote.request.aspect_ratio}, {quote.request.resolution},"
+            f" {shape}, {quote.request.resolution},"
             f" audio {'on' if quote.request.audio else 'off'};"
             f" price {quote.cost} credits (operator test: not charged)"
         )

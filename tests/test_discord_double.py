@@ -36,7 +36,7 @@ DENIED_ID = 900_000_000_000_000_021
 TOKEN = "test-token"
 REPORT = b"id,seconds\n1,5\n" * 80
 COMMANDS = {"ping", "slow", "ticket", "note", "late", "twice", "post", "big", "expire", "pool",
-            "upload", "dm", "edit", "secret"}  # fmt: skip
+            "upload", "dm", "edit", "secret", "Read Files"}  # fmt: skip
 
 
 @dataclass
@@ -197,6 +197,13 @@ def _add_commands(tree: app_commands.CommandTree[Any], probe: Probe) -> None:
     async def upload(interaction: Inter, file: discord.Attachment) -> None:
         data = await file.read()
         await interaction.response.send_message(f"{file.filename}: {len(data)} bytes")
+
+    @tree.context_menu(name="Read Files")
+    async def read_files(interaction: Inter, message: discord.Message) -> None:
+        sizes = [f"{a.filename}: {len(await a.read())} bytes" for a in message.attachments]
+        await interaction.response.send_message(
+            f"{', '.join(sizes)} from {message.author.name}", ephemeral=True
+        )
 
     @tree.command(description="DM the invoker")
     async def dm(interaction: Inter) -> None:
@@ -581,3 +588,86 @@ async def test_http_surface_and_control_api(double: DiscordDouble, running: Runn
             assert "never synced" in (await resp.json())["error"]
     assert [r.path for r in double.unrouted_requests()] == ["/nope"]
     assert double.world.faults.faults[-1].times == 2
+
+
+async def test_message_command_gets_the_target_with_its_attachments(
+    double: DiscordDouble, running: Running
+) -> None:
+    posted = double.post_as_member(
+        CHANNEL_ID, "the notes", user_id=USER_ID, attachments=[("notes.txt", REPORT)]
+    )
+    [att] = posted.attachments
+    assert (att.content_type, att.ephemeral, att.downloads) == ("text/plain", False, 0)
+    inter = await double.invoke_message_command("Read Files", posted.id, user_id=OWNER_ID)
+    assert inter.payload["data"]["target_id"] == str(posted.id)
+    ack = await inter.wait_ack()
+    assert ack.data is not None
+    assert ack.data["content"] == f"notes.txt: {len(REPORT)} bytes from alice"
+    assert att.downloads == 1  # Attachment.read() fetched the signed link from the double
+    reply = double.message(inter.original_message_id or 0)
+    assert reply.interaction_metadata is not None
+    assert reply.interaction_metadata["command_type"] == 3
+    assert reply.interaction_metadata["target_message_id"] == str(posted.id)
+    with pytest.raises(DoubleUsageError, match="never synced"):
+        await double.invoke_message_command("ping", posted.id)  # a slash command, not a menu
+    with pytest.raises(DoubleUsageError, match="never synced"):
+        await double.invoke("Read Files")
+    with pytest.raises(DoubleUsageError, match="empty"):
+        double.post_as_member(CHANNEL_ID, "")
+
+
+async def test_context_menu_definitions_are_validated(double: DiscordDouble) -> None:
+    url = f"{double.api_base}/applications/{APP_ID}/guilds/{GUILD_ID}/commands"
+    auth = {"Authorization": f"Bot {TOKEN}"}
+    bad = [
+        [{"name": "Read Files", "type": 1, "description": "capitals and a space"}],
+        [{"name": "Read Files", "type": 3, "description": "menus have none"}],
+        [{"name": "Read Files", "type": 3, "options": [{"name": "x", "type": 3}]}],
+        [{"name": " Read", "type": 3}],
+        [{"name": "Read", "type": 4}],
+    ]
+    async with aiohttp.ClientSession() as http:
+        for definitions in bad:
+            async with http.put(url, json=definitions, headers=auth) as resp:
+                assert resp.status == 400, definitions
+                assert (await resp.json())["code"] == 50035
+        good = [{"name": "Read Files", "type": 3}, {"name": "read", "description": "d"}]
+        async with http.put(url, json=good, headers=auth) as resp:
+            assert resp.status == 200
+    assert double.world.commands.find("Read Files", GUILD_ID, 3) is not None
+    assert double.world.commands.find("Read Files", GUILD_ID) is None
+
+
+async def test_attachment_links_are_signed_and_expire(double: DiscordDouble) -> None:
+    posted = double.post_as_member(CHANNEL_ID, attachments=[("a.png", b"png")], user_id=USER_ID)
+    [att] = posted.attachments
+    assert "?ex=" in att.url and "&hm=" in att.url
+    forged = re.sub(r"hm=[0-9a-f]+", "hm=" + "0" * 64, att.url)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(att.url) as resp:
+            assert (resp.status, await resp.read()) == (200, b"png")
+        async with http.get(forged) as resp:
+            assert resp.status == 404
+        async with http.get(att.url.split("?")[0]) as resp:
+            assert resp.status == 404
+        double.clock.advance(24 * 3600 + 1)
+        async with http.get(att.url) as resp:
+            assert resp.status == 404
+            assert "no longer available" in await resp.text()
+    assert att.downloads == 1
+
+
+async def test_member_upload_limit_follows_nitro_and_server_boosts(
+    double: DiscordDouble, running: Running
+) -> None:
+    twelve_mb = b"\0" * (12 * 1024 * 1024)
+    with pytest.raises(DoubleUsageError, match="upload limit"):
+        double.post_as_member(CHANNEL_ID, attachments=[("big.bin", twelve_mb)], user_id=USER_ID)
+    with pytest.raises(DoubleUsageError, match="upload limit"):
+        await double.invoke("upload", {"file": ("big.bin", twelve_mb)}, user_id=USER_ID)
+    nitro = 900_000_000_000_000_005
+    double.add_member(GUILD_ID, nitro, "nitro", premium_type=2)
+    double.post_as_member(CHANNEL_ID, attachments=[("big.bin", twelve_mb)], user_id=nitro)
+    upload = await double.invoke("upload", {"file": ("big.bin", twelve_mb)}, user_id=nitro)
+    ack = await upload.wait_ack()
+    assert ack.data is not None and ack.data["content"] == f"big.bin: {len(twelve_mb)} bytes"

@@ -133,7 +133,7 @@ async def test_moderator_commands_are_shown_only_to_moderators_and_only_in_serve
         assert synced[name]["default_member_permissions"] in (permissions, str(permissions)), name
         assert synced[name]["contexts"] == [GUILD_CONTEXT], name
     members = sorted(set(synced) - set(hidden))
-    assert members == ["credits", "jobs", "multishot", "queue", "video"]
+    assert members == ["Animate", "animate", "credits", "jobs", "multishot", "queue", "video"]
     assert [synced[n]["default_member_permissions"] for n in members] == [None] * len(members)
 
 

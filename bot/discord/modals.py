@@ -1,5 +1,5 @@
-"""Forms: a modal of text fields whose values go to a callback, the Remix and multi-shot forms,
-and parsing their `seconds: prompt` shot fields. A failed submission is answered like any other
+"""Forms: a modal of text fields whose values go to a callback, the Remix, multi-shot and Animate
+forms, and parsing their `seconds: prompt` shot fields. A failed submission is answered like any other
 error (bot/discord/tree.py)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import discord
 
 from bot.discord.render import request_of
 from bot.discord.tree import report_error
-from bot.request import SHOT_PROMPT_MAX_CHARS
+from bot.request import DURATION_MAX_S, DURATION_MIN_S, SHOT_PROMPT_MAX_CHARS
 from storage import Job
 
 ModalSubmit = Callable[[discord.Interaction[Any], dict[str, str]], Awaitable[None]]
@@ -48,9 +48,10 @@ def remix_modal(job: Job, on_values: ModalSubmit) -> FieldsModal:
     else:
         fields.append(
             discord.ui.TextInput(
-                label="Prompt",
+                label="Prompt" if request.image is None else "Prompt (optional with an image)",
                 style=discord.TextStyle.paragraph,
                 default=request.prompt,
+                required=request.image is None,
                 max_length=2500,
                 custom_id="prompt",
             )
@@ -84,6 +85,35 @@ def multishot_modal(on_values: ModalSubmit) -> FieldsModal:
     return FieldsModal("Multi-shot video", [shot_field(n) for n in range(1, 6)], on_values)
 
 
+def animate_modal(on_values: ModalSubmit) -> FieldsModal:
+    """The Animate message command's form: what the image should do."""
+    fields: list[discord.ui.TextInput[Any]] = [
+        discord.ui.TextInput(
+            label="Prompt (how the image should move)",
+            style=discord.TextStyle.paragraph,
+            placeholder="the camera slowly pushes in while the leaves sway",
+            required=False,
+            max_length=2500,
+            custom_id="prompt",
+        ),
+        discord.ui.TextInput(
+            label=f"Duration in seconds ({DURATION_MIN_S}-{DURATION_MAX_S})",
+            default="5",
+            required=False,
+            max_length=2,
+            custom_id="duration",
+        ),
+        discord.ui.TextInput(
+            label="Negative prompt (optional)",
+            style=discord.TextStyle.paragraph,
+            required=False,
+            max_length=2500,
+            custom_id="negative_prompt",
+        ),
+    ]
+    return FieldsModal("Animate this image", fields, on_values)
+
+
 def parse_shots(values: dict[str, str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Shots from `seconds: prompt` fields, with a specific message for each bad one."""
     shots: list[dict[str, Any]] = []
@@ -93,7 +123,7 @@ def parse_shots(values: dict[str, str]) -> tuple[list[dict[str, Any]], list[str]
         if not text:
             continue
         seconds, sep, prompt = text.partition(":")
-        if not sep or not seconds.strip().isdigit():
+        if not sep or not seconds.strip().isdecimal():
             problems.append(
                 f"Shot {number} must start with its length in seconds, like `3: a fox wakes up`."
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import discord
 
 from bot.pipeline import Receipt
-from bot.request import VideoRequest
+from bot.request import ImageRef, VideoRequest
 from storage import Job, JobState
 
 S = JobState
@@ -52,7 +52,12 @@ def request_of(job: Job) -> VideoRequest:
 
 
 def options_line(request: VideoRequest) -> str:
-    parts = [f"{request.duration_s} s", request.aspect_ratio, request.resolution or "default"]
+    shape: str = request.aspect_ratio
+    if request.image is not None:  # the video follows the image's own shape
+        shape = f"from a {image_text(request.image)} image"
+        if request.end_image is not None:
+            shape += " with an end frame"
+    parts = [f"{request.duration_s} s", shape, request.resolution or "default"]
     parts.append("audio on" if request.audio else "audio off")
     if request.shots:
         parts.append(f"{len(request.shots)} shots")
@@ -71,11 +76,17 @@ def plain(text: str) -> str:
     return "".join(f"\\{char}" if char in MARKDOWN_CHARS else char for char in text)
 
 
+def image_text(ref: ImageRef) -> str:
+    return f"{ref.width_px}×{ref.height_px}"
+
+
 def prompt_text(request: VideoRequest, limit: int = 1000) -> str:
     if request.shots:
         return clip(
             "\n".join(f"**{s.duration_s}s** {plain(s.prompt)}" for s in request.shots), limit
         )
+    if not request.prompt and request.image is not None:
+        return "*(no prompt: the image moves as the model sees fit)*"
     return clip(plain(request.prompt or ""), limit)
 
 
@@ -147,13 +158,19 @@ def details_embed(job: Job) -> discord.Embed:
         "State": job.state.value.replace("_", " "),
         "Provider": job.provider,
         "Duration": f"{request.duration_s} s",
-        "Aspect ratio": request.aspect_ratio,
+        "Aspect ratio": request.aspect_ratio
+        if request.image is None
+        else f"the image's own ({image_text(request.image)})",
         "Resolution": request.resolution or "default",
         "Audio": "on" if request.audio else "off",
         "Cost": f"{job.cost} credits ({job.charged} charged)",
         "Paid from": payer_text(job),
         "Created": ts(job.created_at_ms, "f"),
     }
+    for name, ref in (("Image", request.image), ("End image", request.end_image)):
+        if ref is not None:
+            kind = ref.mime.removeprefix("image/").upper()
+            rows[name] = f"{image_text(ref)} {kind}, {ref.size_bytes / 1_048_576:.1f} MB"
     if request.negative_prompt:
         rows["Negative prompt"] = clip(request.negative_prompt, 1000)
     if request.cfg_scale is not None:

@@ -1,5 +1,6 @@
-"""A member asks for a video: /video and /multishot (cogs/generate.py) and the Reroll, Remix,
-Confirm and Discard buttons all come here.
+"""A member asks for a video: /video and /multishot (cogs/generate.py), /animate and the Animate
+message command (bot/discord/animate.py), and the Reroll, Remix, Confirm and Discard buttons all
+come here.
 
 The request is checked, priced and held (or, above the server's confirm threshold, kept as a
 draft until the member presses Confirm); the member gets a private receipt, then the job's public
@@ -8,6 +9,7 @@ status message is posted with the bot token, and an approval request when the jo
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
@@ -30,6 +32,7 @@ from bot.discord.modals import parse_shots, remix_modal
 from bot.discord.modlog import post_log
 from bot.discord.render import approval_embed, receipt_text, status_embed
 from bot.errors import InvalidRequest, NotPermitted
+from bot.request import VideoRequest
 from storage import Job, JobState
 
 if TYPE_CHECKING:
@@ -84,6 +87,7 @@ async def prepare_job(
 ) -> Reply:
     requester = await requester_of(bot, interaction)
     quote = await bot.service.quote(data)
+    await require_images(bot, quote.request)
     if requester.guild_id:
         policy = await bot.service.policy.get(requester.guild_id)
         if policy.confirm_threshold is not None and quote.cost > policy.confirm_threshold:
@@ -106,6 +110,15 @@ async def prepare_job(
         receipt_text(receipt),
         after=None if receipt.replayed else lambda: announce(bot, receipt.job.id),
     )
+
+
+async def require_images(bot: KlingBot, request: VideoRequest) -> None:
+    """An animation asked for again (Reroll, Remix, Confirm) needs its stored images."""
+    if request.image is None:
+        return
+    missing = await asyncio.to_thread(bot.service.media.reuse_images, request)
+    if missing:
+        raise InvalidRequest(missing)
 
 
 async def announce(bot: KlingBot, job_id: str) -> None:
@@ -185,7 +198,11 @@ class RemixButton(
                     raise InvalidRequest(problems)
                 data["shots"] = shots
             else:
-                data["prompt"] = values.get("prompt", "")
+                prompt = values.get("prompt", "")
+                # an animation may go without a prompt (where the provider allows it)
+                data["prompt"] = (
+                    prompt if prompt.strip() or job.request.get("image") is None else None
+                )
             negative = (values.get("negative_prompt") or "").strip()
             data["negative_prompt"] = negative or None
             await start_job(bot, modal_interaction, data, parent_job_id=job.id)
@@ -203,6 +220,7 @@ class ConfirmButton(
         draft = await bot.state.find_draft(draft_id)
         if draft is None or draft.user_id != interaction.user.id:
             raise NotPermitted("Only the member who asked for this video can confirm it.")
+        await require_images(bot, VideoRequest.model_validate(draft.request))
         taken = await bot.state.take_draft(draft_id)
         if taken is None:
             await interaction.response.edit_message(

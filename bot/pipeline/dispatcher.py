@@ -24,6 +24,7 @@ from bot.pipeline.config import (
 )
 from bot.pipeline.events import SLOT_EVENTS, EventBus, JobEvent
 from bot.pipeline.failover import Failover
+from bot.pipeline.media_store import MediaStore
 from bot.pipeline.metrics import Metrics
 from bot.pipeline.rates import CreateRate
 from bot.pipeline.scheduler import Scheduler
@@ -50,6 +51,7 @@ class Dispatcher:
         jobs: JobStore,
         clock: Clock,
         vendors: Vendors,
+        media: MediaStore,
         config: PipelineConfig,
         scheduler: Scheduler,
         tracker: Tracker,
@@ -63,6 +65,7 @@ class Dispatcher:
         self._jobs = jobs
         self._clock = clock
         self._vendors = vendors
+        self._media = media
         self._config = config
         self._scheduler = scheduler
         self._tracker = tracker
@@ -177,9 +180,18 @@ class Dispatcher:
             self._queue_moved.add(name)
             self._events.publish(job, JobEvent.SUBMITTED)
             request = VideoRequest.model_validate(job.request)
+            images = None
+            if request.image is not None:  # read from disk again for every attempt
+                try:
+                    images = await asyncio.to_thread(self._media.load_images, job, request)
+                except ProviderError as error:
+                    await self._create_failed(job, error)
+                    return
             started = time.perf_counter()
             try:
-                submission = await provider.submit(request, webhook_url=self._webhook_url(job))
+                submission = await provider.submit(
+                    request, webhook_url=self._webhook_url(job), images=images
+                )
             except ProviderError as error:
                 self._metrics.observe_call(name, "submit", started, error)
                 await self._create_failed(job, error)

@@ -129,6 +129,7 @@ class Pipeline:
             db=db,
             clock=self.clock,
             vendors=vendors,
+            media=media,
             config=self.config,
             scheduler=self._scheduler,
             tracker=self._tracker,

@@ -2,7 +2,8 @@
 
 Holds with no live job behind them past the deadline expire; queued jobs past their deadline
 expire; approval requests nobody answered lapse; media past retention and old webhook delivery
-rows of finished jobs are removed.
+rows of finished jobs are removed. A job's images are kept while it may still be sent (again) or
+fetched by the vendor: until it has a result or ends.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import logging
 from bot.pipeline.approvals import Approvals
 from bot.pipeline.config import SWEEP_INTERVAL_S, WEBHOOK_DELIVERY_KEEP_S, PipelineConfig
 from bot.pipeline.dispatcher import Dispatcher
-from bot.pipeline.media_store import MediaStore
+from bot.pipeline.media_store import MediaStore, image_hashes
 from bot.pipeline.settlement import Settlement
 from storage import Clock, JobState, JobStore, Ledger
 
 log = logging.getLogger(__name__)
+
+S = JobState
+IMAGES_IN_USE = frozenset({S.AWAITING_APPROVAL, S.QUEUED, S.SUBMITTED, S.RUNNING})
 
 
 class Sweeper:
@@ -68,7 +72,8 @@ class Sweeper:
                 await self._settlement.expire_queued(job)
         await self._approvals.lapse()
         keep = await self._jobs.unfinished_ids()
-        removed = await asyncio.to_thread(self._media.prune, keep)
+        keep_images = image_hashes(await self._jobs.in_states(IMAGES_IN_USE))
+        removed = await asyncio.to_thread(self._media.prune, keep, keep_images)
         if removed:
             log.info("media retention removed %d files", len(removed))
         await self._jobs.prune_webhook_deliveries(now - WEBHOOK_DELIVERY_KEEP_S * 1000)

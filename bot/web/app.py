@@ -8,6 +8,8 @@ GET  /readyz                        the database is writable (and Discord connec
                                     bot exists)
 GET  /metrics                       Prometheus text format
 GET  /media/{job}/{token}.mp4       a finished clip, with range requests
+GET  /media/{job}/{token}/{image}   an image-to-video job's image (`<sha256>.png|jpg`), for the
+                                    vendors that fetch it by URL
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/media/{job}/{token}.mp4", media)
+    app.router.add_get("/media/{job}/{token}/{image}", media_image)
     return app
 
 
@@ -132,6 +135,23 @@ async def media(request: web.Request) -> web.StreamResponse:
         raise web.HTTPGone(text="this clip is no longer kept")
     return web.FileResponse(
         Path(path), headers={"Content-Type": "video/mp4", "Cache-Control": "private, max-age=3600"}
+    )
+
+
+async def media_image(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    job = await service.jobs.find(request.match_info["job"])
+    token = request.match_info["token"]
+    if job is None or not hmac.compare_digest(job.media_token, token):
+        raise web.HTTPNotFound(text="no such image")
+    found = service.media.job_image(job, request.match_info["image"])
+    if found is None:
+        raise web.HTTPNotFound(text="no such image")
+    path, ref = found
+    if not path.is_file():
+        raise web.HTTPGone(text="this image is no longer kept")
+    return web.FileResponse(
+        path, headers={"Content-Type": ref.mime, "Cache-Control": "private, max-age=3600"}
     )
 
 

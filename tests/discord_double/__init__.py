@@ -12,6 +12,11 @@ Usage (the double runs in the test's event loop; the bot in-process or in a subp
             ack = await inter.wait_ack()             # raises InteractionFailed if rejected
             followup = await inter.wait_for_followup()
             msgs = double.messages(20)
+            posted = double.post_as_member(20, "look", attachments=[("cat.png", png_bytes)])
+            inter = await double.invoke_message_command("Animate", posted.id)
+
+Attachments (options and members' messages) are served over loopback at signed links that expire
+after 24 hours of the double's clock, as Discord's CDN links do; each counts its downloads.
 
 Things the test asks for that Discord would never send (unsynced command, invalid option,
 unknown button) raise :class:`DoubleUsageError`. What the bot does wrong is answered the

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import math
-import mimetypes
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from .commands import (
     ATTACHMENT,
@@ -21,7 +19,7 @@ from .commands import (
     SUB_COMMAND_GROUP,
     USER,
 )
-from .model import Attachment, Channel, DoubleUsageError, Guild, Message, User
+from .model import Channel, DoubleUsageError, Guild, Message, User
 from .state import World
 from .validate import walk_components
 
@@ -190,7 +188,7 @@ def _convert(
             raise DoubleUsageError(f"{label}: BOOLEAN option needs a bool, got {value!r}")
         return value
     if otype == ATTACHMENT:
-        return _attachment(world, label, value, channel, resolved)
+        return _attachment(world, label, value, channel, user, resolved)
     snowflake = _snowflake(label, value)
     if otype in (USER, MENTIONABLE) and snowflake in world.users:
         return _resolve_user(world, snowflake, guild, resolved)
@@ -236,29 +234,34 @@ def _resolve_user(world: World, user_id: int, guild: Guild, resolved: JSON) -> s
 
 
 def _attachment(
-    world: World, label: str, value: OptionValue, channel: Channel, resolved: JSON
+    world: World, label: str, value: OptionValue, channel: Channel, user: User, resolved: JSON
 ) -> str:
     if not (isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], bytes)):
         raise DoubleUsageError(f"{label}: ATTACHMENT option needs (filename, bytes)")
     filename, data = str(value[0]), value[1]
-    if len(data) > world.filesize_limit(channel):
-        raise DoubleUsageError(f"{label}: {len(data)} bytes exceeds the upload limit")
-    att_id = world.ids.next()
-    att = Attachment(
-        id=att_id,
-        filename=filename,
-        content_type=_guess_type(filename),
-        data=data,
-        url=f"{world.base_url}/attachments/{channel.id}/{att_id}/{quote(filename)}",
-        ephemeral=True,
-    )
-    world.attachments[att_id] = att
-    resolved.setdefault("attachments", {})[str(att_id)] = att.to_json()
-    return str(att_id)
+    limit = world.user_upload_limit(user, channel)
+    if len(data) > limit:
+        raise DoubleUsageError(
+            f"{label}: {len(data)} bytes exceeds the member's upload limit ({limit} bytes)"
+        )
+    att = world.new_attachment(channel, filename, data, ephemeral=True)
+    resolved.setdefault("attachments", {})[str(att.id)] = att.to_json()
+    return str(att.id)
 
 
-def _guess_type(filename: str) -> str:
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+def message_command_data(world: World, command: JSON, msg: Message) -> JSON:
+    """``data`` of a MESSAGE context-menu interaction: the target, resolved in full (Discord
+    sends the target's content and attachments without the message content intent)."""
+    data: JSON = {
+        "id": command["id"],
+        "name": command["name"],
+        "type": 3,
+        "target_id": str(msg.id),
+        "resolved": {"messages": {str(msg.id): world.message_json(msg)}},
+    }
+    if "guild_id" in command:
+        data["guild_id"] = command["guild_id"]
+    return data
 
 
 def find_component(msg: Message, custom_id: str) -> JSON | None:

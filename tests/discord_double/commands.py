@@ -23,7 +23,9 @@ STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER, ATTACHMENT =
     10,
     11,
 )
+CHAT_INPUT, USER_COMMAND, MESSAGE_COMMAND = 1, 2, 3
 _NAME = re.compile(r"^[-_'\w]{1,32}$")
+_MENU_NAME = re.compile(r"^[-_' \w]{1,32}$")  # context menus: any case, spaces allowed
 
 
 class CommandRegistry:
@@ -63,10 +65,11 @@ class CommandRegistry:
         """Whether the bot ever synced this scope."""
         return guild_id in self._scopes
 
-    def find(self, name: str, guild_id: int | None) -> JSON | None:
-        """A chat-input command visible in ``guild_id``: guild commands first, then global."""
+    def find(self, name: str, guild_id: int | None, ctype: int = CHAT_INPUT) -> JSON | None:
+        """A command of type ``ctype`` visible in ``guild_id``: guild commands first, then
+        global."""
         for scope in (guild_id, None) if guild_id is not None else (None,):
-            found = self._scopes.get(scope, {}).get((name, 1))
+            found = self._scopes.get(scope, {}).get((name, ctype))
             if found is not None:
                 return found
         return None
@@ -122,12 +125,17 @@ def _validate_list(definitions: list[Any]) -> None:
         if not isinstance(raw, dict):
             raise _fail(path, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
         ctype = int(raw.get("type", 1))
-        _validate_named(raw, path, description_required=ctype == 1)
+        if ctype not in (CHAT_INPUT, USER_COMMAND, MESSAGE_COMMAND):
+            raise _fail([*path, "type"], "BASE_TYPE_CHOICES", f"Invalid command type {ctype!r}")
+        if ctype == CHAT_INPUT:
+            _validate_named(raw, path, description_required=True)
+        else:
+            _validate_menu(raw, path)
         key = (raw["name"], ctype)
         if key in seen:
             raise _fail([*path, "name"], "APPLICATION_COMMANDS_DUPLICATE_NAME", "Duplicate name")
         seen.add(key)
-        chat_inputs += ctype == 1
+        chat_inputs += ctype == CHAT_INPUT
         _validate_options(raw.get("options") or [], [*path, "options"], depth=0)
     if chat_inputs > 100:
         raise invalid_form(form_error("BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length."))
@@ -140,6 +148,26 @@ def _validate_named(raw: JSON, path: list[str], *, description_required: bool) -
     description = raw.get("description", "")
     if description_required and not (isinstance(description, str) and 1 <= len(description) <= 100):
         raise _fail([*path, "description"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100")
+
+
+def _validate_menu(raw: JSON, path: list[str]) -> None:
+    """A user or message command: a name of any case (spaces allowed), no description or
+    options ([?] the error codes for the last two are not documented)."""
+    name = raw.get("name")
+    if not isinstance(name, str) or not _MENU_NAME.match(name) or name != name.strip():
+        raise _fail([*path, "name"], "APPLICATION_COMMAND_INVALID_NAME", f"Invalid name {name!r}")
+    if raw.get("description"):
+        raise _fail(
+            [*path, "description"],
+            "APPLICATION_COMMAND_CONTEXT_MENU_DESCRIPTION_INVALID",
+            "Context menu commands cannot have a description",
+        )
+    if raw.get("options"):
+        raise _fail(
+            [*path, "options"],
+            "APPLICATION_COMMAND_CONTEXT_MENU_OPTIONS_INVALID",
+            "Context menu commands cannot have options",
+        )
 
 
 def _validate_options(options: Any, path: list[str], *, depth: int) -> None:

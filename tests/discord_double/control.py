@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,19 @@ def routes(double: DiscordDouble) -> list[web.RouteDef]:
         )
         return interaction_json(inter)
 
+    async def message_command(_: web.Request, b: JSON) -> JSON:
+        inter = await double.invoke_message_command(
+            b["name"], int(b["message_id"]), user_id=b.get("user_id")
+        )
+        return interaction_json(inter)
+
+    async def post(_: web.Request, b: JSON) -> JSON:
+        files = [(f["filename"], base64.b64decode(f["data_b64"])) for f in b.get("files") or []]
+        msg = double.post_as_member(
+            int(b["channel_id"]), b.get("content", ""), user_id=b.get("user_id"), attachments=files
+        )
+        return _message_json(double, msg)
+
     async def messages(request: web.Request, _: JSON) -> list[JSON]:
         return [_message_json(double, m) for m in double.messages(int(request.match_info["cid"]))]
 
@@ -99,6 +113,8 @@ def routes(double: DiscordDouble) -> list[web.RouteDef]:
         web.post(p + "/invoke", guarded(invoke)),
         web.post(p + "/click", guarded(click)),
         web.post(p + "/modal", guarded(modal)),
+        web.post(p + "/message_command", guarded(message_command)),
+        web.post(p + "/post", guarded(post)),
         web.get(p + "/messages/{cid}", guarded(messages)),
         web.get(p + "/interactions/{iid}", guarded(interaction)),
         web.post(p + "/fail", guarded(fail)),

@@ -12,16 +12,20 @@ from aiohttp import web
 
 from . import control
 from .builders import (
+    AttachmentInput,
     OptionValue,
     command_data,
     component_data,
     find_component,
     interaction_payload,
+    message_command_data,
     modal_components,
 )
+from .commands import MESSAGE_COMMAND
 from .faults import Fault
 from .gateway import GatewayHub
 from .interactions import APPLICATION_COMMAND, MESSAGE_COMPONENT, MODAL_SUBMIT, DoubleInteraction
+from .messages import broadcast
 from .model import (
     DEFAULT_BOT,
     DEFAULT_EVERYONE,
@@ -219,13 +223,17 @@ class DiscordDouble:
         permissions: int | None = None,
         *,
         nick: str | None = None,
+        premium_type: int = 0,
     ) -> Member:
-        """Add a user to a guild; ``permissions`` overrides the role-derived bitfield."""
+        """Add a user to a guild; ``permissions`` overrides the role-derived bitfield;
+        ``premium_type`` is their Nitro tier (2: Nitro, 500 MiB uploads)."""
         guild = self.world.guild(guild_id)
         unknown = [r for r in roles if r not in guild.roles]
         if unknown:
             raise DoubleUsageError(f"roles {unknown} are not in guild {guild_id}")
         user = self.world.users.setdefault(user_id, User(user_id, name))
+        if premium_type:
+            user.premium_type = premium_type
         member = Member(user, list(roles), iso(self.world.clock.wall()), permissions, nick)
         guild.members[user_id] = member
         if guild.default_user_id is None:
@@ -276,6 +284,75 @@ class DiscordDouble:
         )
         label = " ".join(p for p in (name, group, sub) if p)
         return self._send(APPLICATION_COMMAND, data, channel, user, label, locale=locale)
+
+    async def invoke_message_command(
+        self,
+        name: str,
+        message_id: int,
+        *,
+        user_id: int | None = None,
+        locale: str = "en-US",
+    ) -> DoubleInteraction:
+        """Run a message context-menu command ("Apps" menu) on a message, as a member of its
+        guild; the message, attachments included, comes resolved in the interaction."""
+        msg = self.world.messages.get(message_id)
+        if msg is None or msg.deleted or msg.ephemeral:
+            raise DoubleUsageError(f"no visible message {message_id} to run {name!r} on")
+        channel = self.world.channels[msg.channel_id]
+        if channel.guild_id is None:
+            raise DoubleUsageError("message commands are only simulated in guild channels")
+        guild = self.world.guilds[channel.guild_id]
+        user = self._member_user(guild, user_id)
+        command = self.world.commands.find(name, guild.id, MESSAGE_COMMAND)
+        if command is None:
+            raise DoubleUsageError(
+                f"message command {name!r} was never synced for guild {guild.id} or globally;"
+                f" synced: {self.world.commands.names(guild.id)}"
+            )
+        data = message_command_data(self.world, command, msg)
+        return self._send(APPLICATION_COMMAND, data, channel, user, name, locale=locale)
+
+    def post_as_member(
+        self,
+        channel_id: int,
+        content: str = "",
+        *,
+        user_id: int | None = None,
+        attachments: list[AttachmentInput] | tuple[AttachmentInput, ...] = (),
+    ) -> Message:
+        """A member posts a message (with files) in a guild channel, as a Discord client would.
+
+        Each file must fit the member's upload limit (their Nitro tier or the server's boost
+        tier). The bot gets MESSAGE_CREATE only if it asked for guild message events.
+        """
+        channel = self._channel(channel_id)
+        if channel.guild_id is None:
+            raise DoubleUsageError("members post in guild channels here; DMs come from the bot")
+        guild = self.world.guilds[channel.guild_id]
+        user = self._member_user(guild, user_id)
+        limit = self.world.user_upload_limit(user, channel)
+        for filename, data in attachments:
+            if len(data) > limit:
+                raise DoubleUsageError(
+                    f"{filename!r}: {len(data)} bytes exceeds the member's upload limit ({limit})"
+                )
+        if not content and not attachments:
+            raise DoubleUsageError("Discord clients do not send empty messages")
+        msg = Message(
+            id=self.world.ids.next(),
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            author=user,
+            content=content,
+            timestamp=iso(self.world.clock.wall()),
+            attachments=[
+                self.world.new_attachment(channel, filename, data) for filename, data in attachments
+            ],
+        )
+        self.world.messages[msg.id] = msg
+        channel.last_message_id = msg.id
+        broadcast(self.world, "MESSAGE_CREATE", msg)
+        return msg
 
     async def click(
         self,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import copy
-import mimetypes
 import re
 from typing import Any
-from urllib.parse import quote
 
 from .model import EPHEMERAL, LOADING, Attachment, Channel, Message, User, iso
 from .state import World
@@ -37,20 +35,14 @@ def store_uploads(
         index = int(match.group(1)) if match else position
         entry = by_index.get(index, {})
         filename = str(entry.get("filename") or part.filename)
-        att_id = world.ids.next()
-        content_type = part.content_type
-        if content_type == "application/octet-stream":
-            content_type = mimetypes.guess_type(filename)[0] or content_type
-        att = Attachment(
-            id=att_id,
-            filename=filename,
-            content_type=content_type,
-            data=part.data,
-            url=f"{world.base_url}/attachments/{channel.id}/{att_id}/{quote(filename)}",
+        att = world.new_attachment(
+            channel,
+            filename,
+            part.data,
+            content_type=part.content_type,
             description=entry.get("description"),
             ephemeral=ephemeral,
         )
-        world.attachments[att_id] = att
         out[index] = att
     return out
 

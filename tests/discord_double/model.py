@@ -43,6 +43,11 @@ DEFAULT_BOT = DEFAULT_EVERYONE | MANAGE_MESSAGES
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 
+# A member's own upload limit by Nitro tier (premium_type 0 none, 1 Classic, 2 Nitro, 3 Basic);
+# in a boosted server the server's limit applies when it is larger.
+NITRO_UPLOAD_LIMITS = {0: 10 * MIB, 1: 50 * MIB, 2: 500 * MIB, 3: 50 * MIB}
+ATTACHMENT_URL_LIFETIME_S = 24 * 3600  # signed CDN links expire (the `ex` parameter)
+
 
 class DoubleUsageError(AssertionError):
     """The test asked the double for something Discord would never send or allow."""
@@ -96,6 +101,12 @@ class User:
     username: str
     bot: bool = False
     global_name: str | None = None
+    premium_type: int = 0
+
+    @property
+    def upload_limit(self) -> int:
+        """What this user may attach to a message or an ATTACHMENT option (Nitro)."""
+        return NITRO_UPLOAD_LIMITS.get(self.premium_type, 10 * MIB)
 
     def to_json(self) -> JSON:
         return {
@@ -205,7 +216,8 @@ class Guild:
 
 @dataclass
 class Attachment:
-    """A stored upload, served back at ``url`` by the double."""
+    """A stored upload, served back at ``url`` by the double until ``expires_at`` (wall clock,
+    like the ``ex`` of a signed CDN link); ``downloads`` counts the times it was served."""
 
     id: int
     filename: str
@@ -214,6 +226,8 @@ class Attachment:
     url: str
     description: str | None = None
     ephemeral: bool = False
+    expires_at: float | None = None
+    downloads: int = 0
 
     @property
     def size(self) -> int:

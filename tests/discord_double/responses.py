@@ -217,8 +217,13 @@ def _metadata(world: World, inter: DoubleInteraction) -> JSON:
         "authorizing_integration_owners": inter.payload.get("authorizing_integration_owners", {}),
     }
     if inter.type == APPLICATION_COMMAND:
+        command = inter.payload.get("data") or {}
         out["name"] = inter.name
-        out["command_type"] = 1
+        out["command_type"] = int(command.get("type", 1))
+        if "target_id" in command:
+            out["target_message_id" if out["command_type"] == 3 else "target_user_id"] = command[
+                "target_id"
+            ]
     if inter.source_message_id is not None:
         out["interacted_message_id"] = str(inter.source_message_id)
     return out

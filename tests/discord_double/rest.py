@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
@@ -385,8 +386,16 @@ class RestApi:
         return no_content() if result is None else json_response(result)
 
     async def get_attachment(self, request: web.Request) -> web.Response:
+        """The CDN: only the signed link as issued, and only until it expires."""
         raw = request.match_info["aid"]
         att = self.world.attachments.get(int(raw)) if raw.isdigit() else None
         if att is None:
             raise web.HTTPNotFound()
+        signed = parse_qs(urlsplit(att.url).query)
+        if any(request.query.get(key) != values[0] for key, values in signed.items()):
+            raise web.HTTPNotFound(text="This content is no longer available.")
+        if att.expires_at is not None and self.world.clock.wall() > att.expires_at:
+            raise web.HTTPNotFound(text="This content is no longer available.")
+        att.downloads += 1
+        self.world.changed()
         return web.Response(body=att.data, headers={"Content-Type": att.content_type})

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import mimetypes
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from .commands import CommandRegistry
 from .faults import FaultInjector
 from .model import (
     ADMINISTRATOR,
     ALL_PERMISSIONS,
+    ATTACHMENT_URL_LIFETIME_S,
     DEFAULT_EVERYONE,
     MIB,
     SEND_MESSAGES,
@@ -132,6 +136,40 @@ class World:
         if channel.guild_id is None:
             return 10 * MIB
         return self.guilds[channel.guild_id].filesize_limit
+
+    def user_upload_limit(self, user: User, channel: Channel) -> int:
+        """What a member may attach here: their own (Nitro) limit or the server's, if larger."""
+        return max(user.upload_limit, self.filesize_limit(channel))
+
+    def new_attachment(
+        self,
+        channel: Channel,
+        filename: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        ephemeral: bool = False,
+        description: str | None = None,
+    ) -> Attachment:
+        """Store an upload behind a signed link that expires like a CDN link (``ex``/``hm``)."""
+        att_id = self.ids.next()
+        now = self.clock.wall()
+        expires = now + ATTACHMENT_URL_LIFETIME_S
+        query = f"ex={int(expires):x}&is={int(now):x}&hm={secrets.token_hex(32)}&"
+        if content_type in (None, "application/octet-stream"):
+            content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        att = Attachment(
+            id=att_id,
+            filename=filename,
+            content_type=content_type,
+            data=data,
+            url=f"{self.base_url}/attachments/{channel.id}/{att_id}/{quote(filename)}?{query}",
+            description=description,
+            ephemeral=ephemeral,
+            expires_at=expires,
+        )
+        self.attachments[att_id] = att
+        return att
 
     # -- JSON renderings -----------------------------------------------------------------
 
