@@ -76,6 +76,14 @@ class Harness:
                 raise AssertionError(f"job {job_id} is {job.state.value}, not {states}")
             await asyncio.sleep(0.02)
 
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+        """Wait until `condition()` holds (checked every 20 ms)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not condition():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{condition} did not hold within {timeout_s} s")
+            await asyncio.sleep(0.02)
+
     async def captures(self, job_id: str) -> list[int]:
         return [
             t.amount for t in await self.ledger.transfers_for_job(job_id) if t.kind.value == "post"

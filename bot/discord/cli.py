@@ -19,6 +19,7 @@ import discord
 
 from bot.discord.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
 from bot.discord.delivery import DiscordSink
+from bot.discord.modlog import ModLogNotices
 from bot.errors import ConfigError
 from bot.pipeline import Delivered, DeliveryError
 from bot.runtime import open_runtime
@@ -59,7 +60,7 @@ async def open_bot(
     async with open_runtime(
         settings,
         delivery=DiscordSink(bot),
-        observers=[bot.status_messages],
+        observers=[bot.status_messages, ModLogNotices(bot)],
         incident_handlers=[bot.report_incident],
         clock=clock,
         with_web=with_web,

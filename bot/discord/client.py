@@ -34,7 +34,7 @@ from bot.discord.modlog import post_log
 from bot.discord.status import StatusMessages
 from bot.discord.tree import KlingTree
 from bot.discord.video_requests import ConfirmButton, DiscardButton, RemixButton, RerollButton
-from bot.pipeline import Pipeline, ProviderIncident
+from bot.pipeline import JobEvent, Pipeline, ProviderIncident
 from bot.settings import Settings
 from storage import BotState
 
@@ -144,6 +144,7 @@ class KlingBot(commands.Bot):
         if not self.start_pipeline:
             return
         await self.runtime.start()
+        await self._refresh_status_messages()
         if self.config.dev_guild_id:
             await sync_commands(self, guild_id=self.config.dev_guild_id)
         # Most of what exists now lives as long as the bot: keep it out of the collector's
@@ -152,6 +153,13 @@ class KlingBot(commands.Bot):
 
     # -- the one place the front end is plugged into the pipeline ------------------------------
     # (by assignment for now; these become constructor arguments of the pipeline)
+
+    async def _refresh_status_messages(self) -> None:
+        """After a restart, every unfinished job's status message shows where the job is now
+        (the process may have died between a change and its edit)."""
+        for job in await self.service.jobs.unfinished():
+            if job.status_message_id:
+                await self.status_messages.job_changed(job, JobEvent.POSITION)
 
     async def report_incident(self, incident: ProviderIncident) -> None:
         """Tell a guild's log channel, once per incident, that jobs moved to another provider."""

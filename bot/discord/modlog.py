@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.discord.render import who
+from bot.pipeline import JobEvent
+from storage import Job
 
 if TYPE_CHECKING:
     from bot.discord.client import KlingBot
@@ -48,3 +50,23 @@ async def post_log(
 async def log_moderation(bot: KlingBot, interaction: discord.Interaction[Any], text: str) -> None:
     """Log what a moderator just did: "🛡️ @moderator <text>"."""
     await post_log(bot, interaction.guild_id or 0, f"🛡️ {who(interaction.user.id)} {text}")
+
+
+class ModLogNotices:
+    """Tells a guild's log channel about a job the pipeline cannot settle by itself yet: a create
+    whose answer was lost at a provider that cannot be asked (published once per job)."""
+
+    def __init__(self, bot: KlingBot) -> None:
+        self.bot = bot
+
+    async def job_changed(self, job: Job, event: JobEvent) -> None:
+        if event is not JobEvent.OUTCOME_UNKNOWN or not job.guild_id:
+            return
+        deadline = (job.deadline_at_ms or 0) // 1000
+        await post_log(
+            self.bot,
+            job.guild_id,
+            f"⚠️ The answer of **{job.provider}** to {who(job.user_id)}'s video `{job.id}` was"
+            " lost, and that provider cannot be asked what it made. If it made the clip, it is"
+            f" still delivered; if not, the {job.cost} credits held come back <t:{deadline}:R>.",
+        )

@@ -122,6 +122,8 @@ def status_embed(
         embed.add_field(name="Expected", value=ts(eta_ms))
     if job.state in (S.FAILED, S.REJECTED, S.DELIVERY_FAILED, S.EXPIRED) and job.error_message:
         embed.add_field(name="Why", value=clip(job.error_message, 1000), inline=False)
+    if job.state in (S.SUBMITTED, S.RUNNING) and job.error_kind == "outcome_unknown":
+        embed.add_field(name="Note", value=clip(job.error_message or "", 1000), inline=False)
     embed.set_footer(text=f"job {job.id} · {job.provider}")
     return embed
 

@@ -22,9 +22,9 @@ from bot.pipeline.config import (
     MAX_SUBMIT_ATTEMPTS,
     PipelineConfig,
 )
+from bot.pipeline.creates import Creates
 from bot.pipeline.events import SLOT_EVENTS, EventBus, JobEvent
 from bot.pipeline.failover import Failover
-from bot.pipeline.media_store import MediaStore
 from bot.pipeline.metrics import Metrics
 from bot.pipeline.rates import CreateRate
 from bot.pipeline.scheduler import Scheduler
@@ -34,12 +34,12 @@ from bot.pipeline.tracker import Tracker
 from bot.pipeline.vendors import Vendors
 from bot.pipeline.waiting import wait_event
 from bot.providers import ErrorKind, ProviderError
-from bot.request import VideoRequest
 from storage import Clock, Database, IllegalTransition, Job, JobState, JobStore, Tx
 
 log = logging.getLogger(__name__)
 
 S = JobState
+RECOVER_AFTER_MS = 2_000  # after a create's answer was lost, look for what it made
 Member = tuple[int, int]  # (guild id, user id)
 
 
@@ -51,7 +51,7 @@ class Dispatcher:
         jobs: JobStore,
         clock: Clock,
         vendors: Vendors,
-        media: MediaStore,
+        creates: Creates,
         config: PipelineConfig,
         scheduler: Scheduler,
         tracker: Tracker,
@@ -65,7 +65,7 @@ class Dispatcher:
         self._jobs = jobs
         self._clock = clock
         self._vendors = vendors
-        self._media = media
+        self._creates = creates
         self._config = config
         self._scheduler = scheduler
         self._tracker = tracker
@@ -179,19 +179,9 @@ class Dispatcher:
                 return  # cancelled (or taken) meanwhile
             self._queue_moved.add(name)
             self._events.publish(job, JobEvent.SUBMITTED)
-            request = VideoRequest.model_validate(job.request)
-            images = None
-            if request.image is not None:  # read from disk again for every attempt
-                try:
-                    images = await asyncio.to_thread(self._media.load_images, job, request)
-                except ProviderError as error:
-                    await self._create_failed(job, error)
-                    return
             started = time.perf_counter()
             try:
-                submission = await provider.submit(
-                    request, webhook_url=self._webhook_url(job), images=images
-                )
+                submission = await self._creates.send(provider, job)
             except ProviderError as error:
                 self._metrics.observe_call(name, "submit", started, error)
                 await self._create_failed(job, error)
@@ -214,12 +204,12 @@ class Dispatcher:
     async def _create_failed(self, job: Job, error: ProviderError) -> None:
         now = self._clock.now_ms()
         if error.outcome_unknown:
-            # It may exist at the vendor: never create again. A webhook (the URL carries this
-            # job's token) or the deadline settles it.
+            # It may exist at the vendor: never create again blindly. Recovery (through the
+            # tracker) looks for it in a moment; a webhook may adopt it sooner.
             await self._jobs.update(
                 job.id, error_kind=error.kind.value, error_message=error.detail[:500]
             )
-            self._scheduler.schedule(job.id, job.deadline_at_ms or now)
+            self._scheduler.schedule(job.id, now + RECOVER_AFTER_MS)
             log.warning("create for job %s has an unknown outcome: %s", job.id, error.detail)
             return
         if error.kind is ErrorKind.RATE_LIMITED:
@@ -254,11 +244,3 @@ class Dispatcher:
             error_message=error.detail[:500],
             detail=f"create refused ({error.kind.value}); trying again in {wait_s:.0f}s",
         )
-
-    def _webhook_url(self, job: Job) -> str | None:
-        provider = self._vendors.get(job.provider)
-        if not self._config.public_url or provider is None:
-            return None
-        if provider.capabilities.webhooks == "none":
-            return None
-        return f"{self._config.public_url}/webhooks/{job.provider}/{job.webhook_token}"

@@ -31,6 +31,7 @@ class JobEvent(StrEnum):
     RUNNING = "running"
     PROGRESS = "progress"
     FAILOVER = "failover"
+    OUTCOME_UNKNOWN = "outcome_unknown"  # its create's answer was lost and cannot be recovered
     SUCCEEDED = "succeeded"
     DELIVERED = "delivered"
     DELIVERY_FAILED = "delivery_failed"

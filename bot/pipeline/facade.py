@@ -21,6 +21,7 @@ from bot.errors import ServiceUnavailable
 from bot.pipeline.approvals import Approvals
 from bot.pipeline.completion import Completion
 from bot.pipeline.config import PipelineConfig
+from bot.pipeline.creates import Creates
 from bot.pipeline.delivery import DeliverySink
 from bot.pipeline.dispatcher import Dispatcher
 from bot.pipeline.events import EventBus, JobObserver
@@ -31,6 +32,7 @@ from bot.pipeline.metrics import Metrics
 from bot.pipeline.models import Actor, Quote, Receipt, Requester
 from bot.pipeline.policy import PolicyGate
 from bot.pipeline.rates import CreateRate
+from bot.pipeline.recovery import Recoveries
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.settlement import Settlement
 from bot.pipeline.sweeper import Sweeper
@@ -103,6 +105,15 @@ class Pipeline:
             jobs=self.jobs,
             events=self.events,
         )
+        creates = Creates(media=media, config=self.config)
+        recoveries = Recoveries(
+            jobs=self.jobs,
+            clock=self.clock,
+            vendors=vendors,
+            creates=creates,
+            scheduler=self._scheduler,
+            events=self.events,
+        )
         self._tracker = Tracker(
             clock=self.clock,
             vendors=vendors,
@@ -110,6 +121,7 @@ class Pipeline:
             scheduler=self._scheduler,
             settlement=self._settlement,
             completion=completion,
+            recoveries=recoveries,
             metrics=self.metrics,
             jobs=self.jobs,
             events=self.events,
@@ -129,7 +141,7 @@ class Pipeline:
             db=db,
             clock=self.clock,
             vendors=vendors,
-            media=media,
+            creates=creates,
             config=self.config,
             scheduler=self._scheduler,
             tracker=self._tracker,
@@ -300,6 +312,10 @@ class Pipeline:
     def poke(self, job_id: str) -> None:
         """Look at a job now (as a webhook would make it), instead of at its next due time."""
         self._scheduler.poke(job_id)
+
+    def due_at(self, job_id: str) -> int | None:
+        """When the tracker next looks at a job (unix ms; 0: as soon as it can), if scheduled."""
+        return self._scheduler.due_at(job_id)
 
     def create_rate(self, provider: str) -> CreateRate:
         """The provider's create rate as the dispatcher runs it (read it; do not drive it)."""

@@ -3,7 +3,8 @@
 One scheduler (bot.pipeline.scheduler) calls `tick(job_id)` when a job is due:
     submitted/running  poll the provider's status endpoint (the truth; webhooks only make a poll
                        happen sooner), interval growing with the job's age, per-provider poll
-                       rate; past the deadline the job expires and its holds are released
+                       rate; past the deadline the job expires and its holds are released;
+                       with no vendor job id (its create's answer was lost), Recoveries
     succeeded / delivery_failed   hand the job to Completion (a restart or a retry)
     expired            look now and then for a late success, until the grace period ends
 """
@@ -21,6 +22,7 @@ from bot.pipeline.completion import Completion
 from bot.pipeline.config import DEFAULT_POLLS_PER_MIN, LATE_POLL_INTERVAL_S, PipelineConfig
 from bot.pipeline.events import EventBus, JobEvent
 from bot.pipeline.metrics import Metrics
+from bot.pipeline.recovery import Recoveries
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.settlement import Settlement
 from bot.pipeline.vendors import Vendors
@@ -51,6 +53,7 @@ class Tracker:
         scheduler: Scheduler,
         settlement: Settlement,
         completion: Completion,
+        recoveries: Recoveries,
         events: EventBus,
         metrics: Metrics,
     ) -> None:
@@ -61,6 +64,7 @@ class Tracker:
         self._scheduler = scheduler
         self._settlement = settlement
         self._completion = completion
+        self._recoveries = recoveries
         self._events = events
         self._metrics = metrics
         self._poll_limits = {
@@ -109,7 +113,7 @@ class Tracker:
             await self._expire(job)
             return
         if not job.provider_job_id:
-            self._scheduler.schedule(job.id, job.deadline_at_ms or now + 60_000)
+            await self._recoveries.reconcile(job)
             return
         provider = self._vendors.get(job.provider)
         if provider is None:

@@ -147,6 +147,7 @@ class AIHubMaxProvider(VideoProvider):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         """Text-to-video only: an image request is refused here (no documented v3 I2V)."""
         problems = self.capabilities.problems(request)

@@ -76,10 +76,19 @@ class WebhookEvent:
 Headers = Mapping[str, str]
 
 
+class Recovery(StrEnum):
+    """How a create whose answer was lost (a crash, a cut connection) is found again."""
+
+    RESUBMIT = "resubmit"  # creating again with the same client_ref makes no second job
+    LOOKUP = "lookup"  # find(client_ref) asks the vendor for the job the create made
+    NONE = "none"  # neither: only a webhook or the deadline settles it
+
+
 class VideoProvider(ABC):
     """One vendor's Kling v3 Pro text-to-video (and, where offered, image-to-video) API."""
 
     name: ClassVar[str]
+    recovery: ClassVar[Recovery] = Recovery.NONE
 
     def __init__(
         self,
@@ -110,15 +119,23 @@ class VideoProvider(ABC):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         """Create the job. Raises ProviderError; `outcome_unknown` if it may exist anyway.
 
         `images` carries the contents of `request.image`/`request.end_image` (image-to-video).
+        `client_ref` is the bot's own id for the job: vendors that take an id from the caller
+        get it, so a lost answer can be recovered (see `recovery`).
         """
 
     @abstractmethod
     async def poll(self, job: ProviderJob) -> ProviderStatus:
         """Ask the vendor where the job is."""
+
+    async def find(self, client_ref: str, request: VideoRequest) -> Submission | None:
+        """The job a create with `client_ref` made, or None if the vendor made none (only for
+        `recovery` LOOKUP). Raises ProviderError when the vendor cannot tell now."""
+        raise NotImplementedError(f"{self.name} cannot look up a create")
 
     async def cancel(self, job: ProviderJob) -> bool:
         """Ask the vendor to stop the job; False where the vendor cannot cancel."""

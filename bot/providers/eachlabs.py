@@ -111,6 +111,7 @@ class EachLabsProvider(VideoProvider):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         if request.image is not None:
             problems = self.capabilities.problems(request)

@@ -207,6 +207,7 @@ class FalProvider(VideoProvider):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         problems = self.capabilities.problems(request)
         if problems:

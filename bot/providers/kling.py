@@ -56,6 +56,7 @@ from bot.providers.base import (
     ProviderJob,
     ProviderState,
     ProviderStatus,
+    Recovery,
     Submission,
     VideoProvider,
     WebhookEvent,
@@ -159,6 +160,7 @@ def kind_of(request: VideoRequest) -> str:
 
 class KlingProvider(VideoProvider):
     name = "kling"
+    recovery = Recovery.LOOKUP  # creates carry external_task_id = the bot's job id
 
     def __init__(
         self,
@@ -219,6 +221,7 @@ class KlingProvider(VideoProvider):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         problems = self.capabilities.problems(request)
         if problems:  # nothing Kling can express: refuse before anything is billed
@@ -230,6 +233,8 @@ class KlingProvider(VideoProvider):
         )
         if webhook_url:
             body["callback_url"] = webhook_url
+        if client_ref:
+            body["external_task_id"] = client_ref  # unique per account: find() asks by it
         kind = kind_of(request)
         reply = await self.http.create(
             f"{self.settings.base_url}/v1/videos/{kind}",
@@ -252,6 +257,37 @@ class KlingProvider(VideoProvider):
         except ProviderError:
             status = ProviderStatus(ProviderState.QUEUED, "submitted")
         return Submission(ProviderJob(job_id, {"kind": kind}), status)
+
+    async def find(self, client_ref: str, request: VideoRequest) -> Submission | None:
+        """The task a create with `external_task_id` = `client_ref` made (the query path takes
+        either id), or None if Kling has no such task."""
+        kind = kind_of(request)
+        try:
+            status = await self._query(kind, client_ref)
+        except ProviderError as error:
+            if error.kind is ErrorKind.NOT_FOUND:
+                return None
+            raise
+        task, data = status
+        return Submission(ProviderJob(task, {"kind": kind}), data)
+
+    async def _query(self, kind: str, task_or_external_id: str) -> tuple[str, ProviderStatus]:
+        reply = await self.http.call(
+            "GET",
+            f"{self.settings.base_url}/v1/videos/{kind}/{quote(task_or_external_id, safe='')}",
+            provider=self.name,
+            headers=self._headers(),
+        )
+        data = self._data(reply, creating=False)
+        task_id = _json.text(data.get("task_id")) if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not task_id:
+            raise ProviderError(
+                ErrorKind.UNKNOWN,
+                f"query reply has no data.task_id: {reply.text[:200]!r}",
+                provider=self.name,
+                status_code=reply.status,
+            )
+        return task_id, self.parse_task(data)
 
     async def poll(self, job: ProviderJob) -> ProviderStatus:
         kind = job.data.get("kind", "text2video")

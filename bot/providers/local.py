@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from bot.providers.base import (
     ProviderJob,
     ProviderState,
     ProviderStatus,
+    Recovery,
     Submission,
     VideoProvider,
     WebhookEvent,
@@ -43,6 +45,7 @@ from bot.settings import LocalSettings
 log = logging.getLogger(__name__)
 
 LABEL = "LOCAL PREVIEW · not AI-generated"
+SAFE_REF = re.compile(r"[0-9A-Za-z_-]{1,64}")
 FRAME_SIZES = {
     ("720p", "16:9"): (1280, 720),
     ("720p", "9:16"): (720, 1280),
@@ -70,6 +73,7 @@ def request_frame_size(request: VideoRequest) -> tuple[int, int]:
 
 class LocalProvider(VideoProvider):
     name = "local"
+    recovery = Recovery.RESUBMIT  # a create with the bot's job id finds the same render
 
     def __init__(
         self,
@@ -96,14 +100,21 @@ class LocalProvider(VideoProvider):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         if request.image is not None:
             problems = self.capabilities.problems(request)
             if problems:
                 raise ProviderError(ErrorKind.INVALID_INPUT, " ".join(problems), provider=self.name)
+        if client_ref and not SAFE_REF.fullmatch(client_ref):
+            client_ref = None  # only ids that are safe as file names
+        job_id = f"local-{client_ref}" if client_ref else f"local-{secrets.token_hex(8)}"
+        spec_path = self._path(job_id, ".json")
+        if client_ref is not None and await asyncio.to_thread(spec_path.exists):
+            # the same create again (its answer was lost): the job it made, not a second one
+            return Submission(ProviderJob(job_id), await self.poll(ProviderJob(job_id)))
         start = pick_image(images, request.image, "start", provider=self.name)
         end = pick_image(images, request.end_image, "end", provider=self.name)
-        job_id = f"local-{secrets.token_hex(8)}"
         for which, image, ref in (("start", start, request.image), ("end", end, request.end_image)):
             if image is not None and ref is not None:
                 path = self._path(job_id, f".{which}.{ref.extension}")

@@ -135,6 +135,7 @@ class NovitaProvider(VideoProvider):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         problems = self.capabilities.problems(request)
         if problems:  # nothing Novita can express: refuse before anything is billed

@@ -163,6 +163,7 @@ class ReplicateProvider(VideoProvider):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         problems = self.capabilities.problems(request)
         if problems:

@@ -310,6 +310,7 @@ class SegmindProvider(VideoProvider):
         *,
         webhook_url: str | None,
         images: ImageInputs | None = None,
+        client_ref: str | None = None,
     ) -> Submission:
         """Create the job (Segmind has no webhooks for models: `webhook_url` is not sent)."""
         problems = self.capabilities.problems(request)

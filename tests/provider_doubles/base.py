@@ -23,6 +23,9 @@ from aiohttp import web
 JSON = "application/json"
 
 
+LOSE_ANSWER = web.RequestKey("lose_answer", bool)  # "made_then_reset" on this request
+
+
 @dataclass
 class RecordedRequest:
     method: str
@@ -47,7 +50,8 @@ class Behaviour:
     """What the double does with one create request.
 
     kind: "ok" (normal), "status" (answer `status`/`body`/`headers`), "reset" (read the request,
-    then drop the connection), "hang" (read the request, then never answer).
+    then drop the connection), "hang" (read the request, then never answer), "made_then_reset"
+    (make the job as usual, then drop the connection instead of answering).
     """
 
     kind: str = "ok"
@@ -169,6 +173,11 @@ class VendorDouble:
             )
         )
         response: web.StreamResponse = await handler(request)
+        if request.get(LOSE_ANSWER):  # "made_then_reset": the job exists; its answer is lost
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            await asyncio.sleep(3600)
         return response
 
     async def create_behaviour(self, request: web.Request) -> web.StreamResponse | None:
@@ -182,6 +191,9 @@ class VendorDouble:
             await asyncio.sleep(3600)
         if behaviour.kind == "hang":
             await asyncio.sleep(3600)
+        if behaviour.kind == "made_then_reset":
+            request[LOSE_ANSWER] = True
+            return None
         if behaviour.kind == "status":
             body = behaviour.body
             if isinstance(body, bytes | str):

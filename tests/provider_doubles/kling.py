@@ -390,7 +390,10 @@ class KlingDouble(VendorDouble):
             if isinstance(body, bytes):
                 return web.Response(status=status, body=body, content_type="application/json")
             return self.json(body, status)
-        job = self.jobs.get(request.match_info["id"])
+        wanted = request.match_info["id"]
+        job = self.jobs.get(wanted) or next(  # the path takes task_id or external_task_id
+            (j for j in self.jobs.values() if j.request.get("external_task_id") == wanted), None
+        )
         if not isinstance(job, KlingJob) or job.kind != request.match_info["kind"]:
             return self.error(1203, "task not found")
         return self.json(self.envelope(0, "SUCCEED", self.task(job, job.advance())))
