@@ -15,14 +15,13 @@ import logging
 import time
 from typing import Any
 
-from aiolimiter import AsyncLimiter
-
 from bot.pipeline.completion import Completion
 from bot.pipeline.config import DEFAULT_POLLS_PER_MIN, LATE_POLL_INTERVAL_S, PipelineConfig
 from bot.pipeline.events import EventBus, JobEvent
 from bot.pipeline.metrics import Metrics
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.settlement import Settlement
+from bot.pipeline.token_bucket import RateLimiter
 from bot.pipeline.vendors import Vendors
 from bot.providers import (
     ErrorKind,
@@ -64,7 +63,7 @@ class Tracker:
         self._events = events
         self._metrics = metrics
         self._poll_limits = {
-            name: AsyncLimiter(config.polls_per_min.get(name, DEFAULT_POLLS_PER_MIN), 60)
+            name: RateLimiter(config.polls_per_min.get(name, DEFAULT_POLLS_PER_MIN))
             for name in vendors
         }
 
@@ -125,8 +124,8 @@ class Tracker:
         assert job.provider_job_id is not None
         started = time.perf_counter()
         try:
-            async with self._poll_limits[job.provider]:
-                status = await provider.poll(ProviderJob(job.provider_job_id, job.provider_data))
+            await self._poll_limits[job.provider].acquire()
+            status = await provider.poll(ProviderJob(job.provider_job_id, job.provider_data))
         except ProviderError as error:
             self._metrics.observe_call(job.provider, "poll", started, error)
             wait_s = error.retry_after_s or self._interval_s(job)
