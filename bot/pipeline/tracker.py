@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from bot.pipeline.backoff import full_jitter_s
 from bot.pipeline.completion import Completion
 from bot.pipeline.config import DEFAULT_POLLS_PER_MIN, LATE_POLL_INTERVAL_S, PipelineConfig
 from bot.pipeline.events import EventBus, JobEvent
@@ -83,8 +84,9 @@ class Tracker:
         try:
             await self._advance(job_id)
         except Exception:
-            log.exception("job %s: unexpected error; trying again in 30 s", job_id)
-            self._scheduler.schedule(job_id, self._clock.now_ms() + 30_000)
+            delay_s = full_jitter_s(0, base_s=30.0, cap_s=30.0)
+            log.exception("job %s: unexpected error; trying again in %.0fs", job_id, delay_s)
+            self._scheduler.schedule(job_id, self._clock.now_ms() + int(delay_s * 1000))
 
     async def _advance(self, job_id: str) -> None:
         job = await self._jobs.find(job_id)
