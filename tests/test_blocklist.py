@@ -177,6 +177,30 @@ def test_catastrophic_patterns_finish_on_long_adversarial_prompts(
     assert blocks(regex(pattern), matching)
 
 
+A_MATCHERS = ["a", r"\w", "[a-z]", ".", "[^#]", r"\S", "(?:a|a)", r"(?:a|\w)", "(?:aa|a)"]
+
+
+@st.composite
+def nested_quantifiers(draw: st.DrawFn) -> str:
+    """A pattern that backtracks exponentially on "aaaa…" without a "#": (X+)+#, (X|X)*#, …"""
+    inner = draw(st.sampled_from(A_MATCHERS))
+    for _ in range(draw(st.integers(1, 3))):
+        quantifier = draw(st.sampled_from(["+", "*", "{1,5}"]))
+        inner = f"(?:(?:{inner}){quantifier})" + draw(st.sampled_from(["+", "*"]))
+    return inner + "#"
+
+
+@settings(max_examples=60)
+@given(pattern=nested_quantifiers(), length=st.integers(1, 50_000), closed=st.booleans())
+def test_nested_quantifiers_finish_on_long_prompts(pattern: str, length: int, closed: bool) -> None:
+    """Generated nested quantifiers (the shape that backtracks exponentially on the stdlib `re`,
+    see bench/blocklist.py) on prompts up to 50 000 characters: every one finishes, and is
+    right. No clock: finishing is the point."""
+    prompt = "a" * length + ("#" if closed else "")
+    assert check_regex(pattern) is None
+    assert blocks(regex(pattern), prompt) is closed
+
+
 # -- refused when added ------------------------------------------------------------------------
 
 
