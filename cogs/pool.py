@@ -343,7 +343,7 @@ class Pool(
         pattern: app_commands.Range[str, 1, 200],
         regex: bool = False,
     ) -> None:
-        if regex and (problem := check_regex(pattern)):
+        if regex and (problem := check_regex(pattern.strip())):  # what is saved
             raise InvalidRequest([problem])
         added = await self.bot.service.policy.add_block(
             interaction.guild_id or 0, pattern.strip(), is_regex=regex, actor_id=interaction.user.id

@@ -96,18 +96,21 @@ class GuildPolicy:
         self._db = db
         self._cache_ttl_ms = int(cache_ttl_s * 1000)
         self._cache: dict[int, tuple[int, PolicySnapshot]] = {}
+        self._changes: dict[int, int] = {}  # per guild: changes made through this object
 
     async def get(self, guild_id: int, *, tx: Tx | None = None) -> PolicySnapshot:
         now = self._db.clock.now_ms()
         cached = self._cache.get(guild_id)
         if tx is None and cached is not None and now - cached[0] < self._cache_ttl_ms:
             return cached[1]
+        changes = self._changes.get(guild_id, 0)
         snapshot = await self._read(guild_id, tx)
-        if tx is None:
+        if tx is None and self._changes.get(guild_id, 0) == changes:  # else it may be stale
             self._cache[guild_id] = (now, snapshot)
         return snapshot
 
     def _forget(self, guild_id: int) -> None:
+        self._changes[guild_id] = self._changes.get(guild_id, 0) + 1
         self._cache.pop(guild_id, None)
 
     async def _read(self, guild_id: int, tx: Tx | None) -> PolicySnapshot:

@@ -101,6 +101,30 @@ async def test_pool_caps_roles_freeze_blocklist(tmp_path: Path, double: DiscordD
         assert (await run.service.ledger.audit()).ok
 
 
+async def test_blocklist_regex_refused_with_its_reason_or_kept_as_written(
+    tmp_path: Path, double: DiscordDouble
+) -> None:
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        for pattern, reason in [
+            (r"(gore)\1", "backreferences"),
+            (r"gore(?!free)", "lookahead"),
+            ("gore\\ ", "trailing \\"),  # checked as saved: without the space
+            ("x*", "empty prompt"),
+        ]:
+            added = await command(
+                run, "pool", "add", MOD, group="blocklist", pattern=pattern, regex=True
+            )
+            assert reason in await reply_text(added)
+        assert (await run.service.policy.get(GUILD)).blocklist == ()
+        added = await command(
+            run, "pool", "add", MOD, group="blocklist", pattern=r"gore\W", regex=True
+        )
+        assert "are refused" in await reply_text(added)
+        assert "does not allow" in await video(run, ALICE, duration=3, prompt="so much GORE!")
+        passed = await video(run, ALICE, duration=3, prompt="gores")  # on to the credit check
+        assert "does not allow" not in passed and "credits" in passed
+
+
 async def test_non_moderator_is_refused_even_if_discord_shows_the_command(
     tmp_path: Path, double: DiscordDouble
 ) -> None:

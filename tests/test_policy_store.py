@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from storage import BlockedPattern, GuildPolicy, ManualClock
+import asyncio
+
+from storage import BlockedPattern, Database, GuildPolicy, ManualClock, PolicySnapshot, Tx
 
 G = 5
 
@@ -44,3 +46,33 @@ async def test_settings_roles_channels_and_log(policy: GuildPolicy, clock: Manua
     assert events[0].reason == "budget" and events[0].detail == "50" and events[-1].detail == "off"
     assert all(e.actor_id == 9 and e.at_ms == clock.now_ms() for e in events)
     assert await policy.events(G, since_ms=clock.now_ms() + 1) == []
+
+
+class GatedReads(GuildPolicy):
+    """The real store, except that a read, once done, waits at a gate before it returns: the
+    test seam that pins "a change lands while a read is in flight" (asyncio cannot be made to
+    interleave there on its own)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.read_done = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def _read(self, guild_id: int, tx: Tx | None) -> PolicySnapshot:
+        snapshot = await super()._read(guild_id, tx)
+        if not self.gate.is_set():
+            self.read_done.set()
+            await self.gate.wait()
+        return snapshot
+
+
+async def test_a_read_racing_a_change_is_not_cached_stale(db: Database) -> None:
+    """As when /pool logs an action (a read) while the next /pool command adds a pattern: the
+    read began before the change, so the next lookup must not be served from it."""
+    policy = GatedReads(db)
+    reader = asyncio.create_task(policy.get(G))
+    await policy.read_done.wait()
+    assert await policy.add_block(G, "gore", is_regex=False, actor_id=9)
+    policy.gate.set()
+    assert (await reader).blocklist == ()  # it began before the change
+    assert (await policy.get(G)).blocklist == (BlockedPattern("gore", False),)

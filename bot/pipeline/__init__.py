@@ -8,6 +8,7 @@ May import: bot.providers, bot.media, bot.request, bot.pricing, bot.settings, bo
 Never imports: discord, bot.discord, cogs, bot.web.
 """
 
+from bot.pipeline.blocklist import check_regex
 from bot.pipeline.config import WEBHOOK_DELIVERY_KEEP_S, PipelineConfig
 from bot.pipeline.delivery import Delivered, DeliveryError, DeliverySink, FileSink, fit_clip
 from bot.pipeline.events import EventBus, JobEvent, JobObserver
@@ -16,7 +17,7 @@ from bot.pipeline.media_store import MediaStore
 from bot.pipeline.metrics import Metrics
 from bot.pipeline.models import Actor, ProviderIncident, Quote, Receipt, Requester
 from bot.pipeline.moderation import Moderation, PoolStatus, Report
-from bot.pipeline.policy import DAY_MS, check_regex, day_start_ms
+from bot.pipeline.policy import DAY_MS, day_start_ms
 from bot.pipeline.rates import CreateRate
 
 __all__ = [

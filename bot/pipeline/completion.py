@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.pipeline.backoff import full_jitter_s
 from bot.pipeline.config import PipelineConfig
 from bot.pipeline.delivery import DeliveryError, DeliverySink
 from bot.pipeline.events import EventBus, JobEvent
@@ -80,8 +81,9 @@ class Completion:
         try:
             await self._steps(job_id)
         except Exception:
-            log.exception("completing job %s failed; retrying in a minute", job_id)
-            self._scheduler.schedule(job_id, self._clock.now_ms() + 60_000)
+            delay_s = full_jitter_s(0, base_s=60.0, cap_s=60.0)
+            log.exception("completing job %s failed; retrying in %.0fs", job_id, delay_s)
+            self._scheduler.schedule(job_id, self._clock.now_ms() + int(delay_s * 1000))
 
     async def _steps(self, job_id: str) -> None:
         job = await self._jobs.get(job_id)
@@ -124,7 +126,7 @@ class Completion:
                     job = await self._jobs.update(
                         job.id, delivery_attempts=job.delivery_attempts + 1
                     )
-                    delay_s = 15.0 * 2**job.delivery_attempts
+                    delay_s = full_jitter_s(job.delivery_attempts, base_s=15.0, cap_s=600.0)
                     self._scheduler.schedule(job.id, self._clock.now_ms() + int(delay_s * 1000))
                     log.warning(
                         "download of %s failed, retrying in %.0fs: %s",
@@ -192,6 +194,6 @@ class Completion:
             job = await self._jobs.update(job.id, **changes)
         self._events.publish(job, JobEvent.DELIVERY_FAILED)
         if error.retryable and attempts < self._config.delivery_max_attempts:
-            delay_s = 30.0 * 2 ** (attempts - 1)
+            delay_s = full_jitter_s(attempts - 1, base_s=30.0, cap_s=600.0)
             self._scheduler.schedule(job.id, self._clock.now_ms() + int(delay_s * 1000))
         log.warning("delivery of %s failed (attempt %d): %s", job.id, attempts, error)

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import Counter
 
+from bot.pipeline.backoff import full_jitter_s
 from bot.pipeline.config import (
     DEFAULT_CREATES_PER_MIN,
     FAILOVER_AFTER_TRANSIENT,
@@ -229,7 +230,9 @@ class Dispatcher:
                 return
             refusal = moved.refusal
         if error.retryable and job.submit_attempts < MAX_SUBMIT_ATTEMPTS:
-            wait_s = error.retry_after_s or min(300.0, 10.0 * 2 ** (job.submit_attempts - 1))
+            # the vendor's retry-after (if any) is a floor; the jitter spreads the jobs out
+            jitter_s = full_jitter_s(job.submit_attempts - 1, base_s=10.0, cap_s=300.0)
+            wait_s = (error.retry_after_s or 0.0) + jitter_s
             await self._requeue(job, error, wait_s)
             return
         await self._settlement.fail(job, error, note=refusal)

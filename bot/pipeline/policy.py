@@ -7,12 +7,11 @@ cannot overshoot it; the database separately refuses any hold the pool cannot co
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.errors import InvalidRequest, PolicyRefusal
+from bot.pipeline.blocklist import first_blocked
 from bot.request import VideoRequest
 from storage import (
     AccountRef,
@@ -26,42 +25,11 @@ from storage import (
 DAY_MS = 86_400_000
 
 
-def normalize(text: str) -> str:
-    """Case- and accent-insensitive form: NFKD, marks removed, casefolded."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
-def compile_block(pattern: str, is_regex: bool) -> re.Pattern[str]:
-    """A blocklist entry as a regex over normalized text (words match whole words)."""
-    if is_regex:
-        return re.compile(normalize(pattern), re.IGNORECASE)
-    return re.compile(rf"(?<!\w){re.escape(normalize(pattern))}(?!\w)", re.IGNORECASE)
-
-
-def check_regex(pattern: str) -> str | None:
-    """Why a regex can't be used as a blocklist entry (None when it can)."""
-    try:
-        re.compile(normalize(pattern))
-    except re.error as error:
-        return f"That is not a valid regular expression: {error}."
-    if len(pattern) > 200:
-        return "Keep blocklist patterns under 200 characters."
-    return None
-
-
 def blocked_entry(snapshot: PolicySnapshot, request: VideoRequest) -> str | None:
     """The first blocklist entry found in any text of the request."""
     texts = [request.prompt or "", request.negative_prompt or ""]
     texts += [shot.prompt for shot in request.shots]
-    haystack = "\n".join(normalize(t) for t in texts)
-    for entry in snapshot.blocklist:
-        try:
-            if compile_block(entry.pattern, entry.is_regex).search(haystack):
-                return entry.pattern
-        except re.error:
-            continue
-    return None
+    return first_blocked(snapshot.blocklist, texts)
 
 
 def day_start_ms(now_ms: int) -> int:

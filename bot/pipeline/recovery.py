@@ -16,8 +16,8 @@ can do (`VideoProvider.recovery`):
 from __future__ import annotations
 
 import logging
-import random
 
+from bot.pipeline.backoff import full_jitter_s
 from bot.pipeline.creates import Creates
 from bot.pipeline.events import EventBus, JobEvent
 from bot.pipeline.scheduler import Scheduler
@@ -29,11 +29,6 @@ from storage import Clock, IllegalTransition, Job, JobState, JobStore
 log = logging.getLogger(__name__)
 
 OUTCOME_UNKNOWN = "outcome_unknown"
-
-
-def retry_delay_s(attempt: int, *, base_s: float, cap_s: float) -> float:
-    """Full jitter: anywhere up to base * 2^(attempt-1), capped."""
-    return random.uniform(0.0, min(cap_s, base_s * 2 ** (attempt - 1)))
 
 
 class Recoveries:
@@ -76,7 +71,7 @@ class Recoveries:
         except ProviderError as error:
             attempt = self._attempts.get(job.id, 0) + 1
             self._attempts[job.id] = attempt
-            wait_s = error.retry_after_s or retry_delay_s(attempt, base_s=5.0, cap_s=300.0)
+            wait_s = error.retry_after_s or full_jitter_s(attempt - 1, base_s=5.0, cap_s=300.0)
             log.info("recovery of %s failed (%s); again in %.0f s", job.id, error.kind, wait_s)
             self._scheduler.schedule(job.id, now + int(wait_s * 1000))
             return

@@ -16,8 +16,7 @@ import logging
 import time
 from typing import Any
 
-from aiolimiter import AsyncLimiter
-
+from bot.pipeline.backoff import full_jitter_s
 from bot.pipeline.completion import Completion
 from bot.pipeline.config import DEFAULT_POLLS_PER_MIN, LATE_POLL_INTERVAL_S, PipelineConfig
 from bot.pipeline.events import EventBus, JobEvent
@@ -25,6 +24,7 @@ from bot.pipeline.metrics import Metrics
 from bot.pipeline.recovery import Recoveries
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.settlement import Settlement
+from bot.pipeline.token_bucket import RateLimiter
 from bot.pipeline.vendors import Vendors
 from bot.providers import (
     ErrorKind,
@@ -68,7 +68,7 @@ class Tracker:
         self._events = events
         self._metrics = metrics
         self._poll_limits = {
-            name: AsyncLimiter(config.polls_per_min.get(name, DEFAULT_POLLS_PER_MIN), 60)
+            name: RateLimiter(config.polls_per_min.get(name, DEFAULT_POLLS_PER_MIN))
             for name in vendors
         }
 
@@ -88,8 +88,9 @@ class Tracker:
         try:
             await self._advance(job_id)
         except Exception:
-            log.exception("job %s: unexpected error; trying again in 30 s", job_id)
-            self._scheduler.schedule(job_id, self._clock.now_ms() + 30_000)
+            delay_s = full_jitter_s(0, base_s=30.0, cap_s=30.0)
+            log.exception("job %s: unexpected error; trying again in %.0fs", job_id, delay_s)
+            self._scheduler.schedule(job_id, self._clock.now_ms() + int(delay_s * 1000))
 
     async def _advance(self, job_id: str) -> None:
         job = await self._jobs.find(job_id)
@@ -129,8 +130,8 @@ class Tracker:
         assert job.provider_job_id is not None
         started = time.perf_counter()
         try:
-            async with self._poll_limits[job.provider]:
-                status = await provider.poll(ProviderJob(job.provider_job_id, job.provider_data))
+            await self._poll_limits[job.provider].acquire()
+            status = await provider.poll(ProviderJob(job.provider_job_id, job.provider_data))
         except ProviderError as error:
             self._metrics.observe_call(job.provider, "poll", started, error)
             wait_s = error.retry_after_s or self._interval_s(job)
