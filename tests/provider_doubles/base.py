@@ -96,6 +96,7 @@ class VendorDouble:
     def __init__(self, *, default_script: list[str] | None = None) -> None:
         self.requests: list[RecordedRequest] = []
         self.creates = 0
+        self.create_delay_s = 0.0
         self.jobs: dict[str, FakeJob] = {}
         self.behaviours: deque[Behaviour] = deque()
         self.default_script = default_script or ["queued", "running", "succeeded"]
@@ -183,6 +184,8 @@ class VendorDouble:
     async def create_behaviour(self, request: web.Request) -> web.StreamResponse | None:
         """Count the create and apply the next scripted behaviour (None: answer normally)."""
         self.creates += 1
+        if self.create_delay_s:  # a vendor that takes a while to answer a create
+            await asyncio.sleep(self.create_delay_s)
         behaviour = self.behaviours.popleft() if self.behaviours else Behaviour()
         if behaviour.kind == "reset":
             transport = request.transport
