@@ -6,7 +6,16 @@ supplies; the existing vendors are examples) and add it to CASES below.
 
 from __future__ import annotations
 
-from tests.provider_cases import aihubmax, eachlabs, fal, novita, pixeldojo, replicate, segmind
+from tests.provider_cases import (
+    aihubmax,
+    eachlabs,
+    fal,
+    kling,
+    novita,
+    pixeldojo,
+    replicate,
+    segmind,
+)
 from tests.provider_cases.case import VendorCase
 
 CASES: tuple[VendorCase, ...] = (
@@ -17,4 +26,5 @@ CASES: tuple[VendorCase, ...] = (
     segmind.CASE,
     fal.CASE,
     replicate.CASE,
+    kling.CASE,
 )

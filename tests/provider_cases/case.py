@@ -122,9 +122,10 @@ class Strictness:
 
     good: JsonObject  # a create body it accepts
     accepted: int  # with this status
-    bad: tuple[JsonObject, ...]  # create bodies it refuses with 422
-    refusal: Callable[[Any], object]  # true for the vendor's 422 reply body
+    bad: tuple[JsonObject, ...]  # create bodies it refuses with `refused`
+    refusal: Callable[[Any], object]  # true for the vendor's refusal reply body
     foreign_auth: Headers  # the key in another scheme: refused with 401
+    refused: int = 422  # the HTTP status of a refused body (Kling: 400 with code 1201)
 
 
 Send = Callable[[VendorDouble, FakeJob, str, bool, str], Awaitable[int]]

@@ -114,9 +114,10 @@ def _b64url(data: bytes) -> str:
 
 
 def make_token(claims: dict[str, Any], secret: str = SECRET_KEY) -> str:
-    """A JWT made by the double's own code (for tests that send their own tokens)."""
-    head = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = _b64url(json.dumps(claims).encode())
+    """A JWT made by the double's own code (for tests that send their own tokens, or compare the
+    adapter's): compact JSON, the claims in the order given, as JWT libraries write them."""
+    head = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = _b64url(json.dumps(claims, separators=(",", ":")).encode())
     signature = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{_b64url(signature)}"
 
