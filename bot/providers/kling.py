@@ -370,7 +370,7 @@ class KlingProvider(VideoProvider):
         code = _code(envelope)
         if reply.status < 300 and code == 0 and envelope is not None:
             return envelope.get("data")
-        if reply.status < 300 and envelope is None:
+        if reply.status < 300 and (envelope is None or code is None):
             raise ProviderError(
                 ErrorKind.UNKNOWN,
                 f"unreadable reply (HTTP {reply.status}): {reply.text[:200]!r}",

@@ -364,6 +364,8 @@ CASE = VendorCase(
         envelope(0, "SUCCEED", {"task_status": "submitted"}),  # no task_id
         envelope(0, "SUCCEED", {"task_id": "  ", "task_status": "submitted"}),
         envelope(0, "SUCCEED"),  # no data
+        b'{"message": "SUCCEED", "data": {"task_id": "1"}}',  # no code: made or not, unknown
+        b'{"code": "ok", "message": "SUCCEED", "data": {"task_id": "1"}}',
     ),
     polls=(
         {"state": ProviderState.QUEUED, "vendor_status": "submitted", "progress_pct": None},
