@@ -421,6 +421,6 @@ def _code(envelope: dict[str, Any] | None) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        return int(value)  # ASCII digits only: "²" is a digit to str.isdigit, not to int()
     return None
