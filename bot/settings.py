@@ -67,6 +67,7 @@ class LocalSettings(ProviderSettings):
     max_concurrent: int = Field(default=2, ge=1, le=64)
     creates_per_min: int = Field(default=600, ge=1)
     render_s: float = Field(default=3.0, ge=0, le=600)  # minimum simulated job time
+    create_s: float = Field(default=0.0, ge=0, le=60)  # how long a create takes to answer
 
 
 class PixelDojoSettings(ProviderSettings):

@@ -130,7 +130,11 @@ async def test_killed_between_acknowledgement_and_create_answer_delivers_once(
     rng = random.Random(f"{provider}-{runs}")
     async with KlingDouble() as kling:
         kling.create_delay_s = 0.3  # so that some kills land while the create is in flight
-        env = {"KLINGBOT_PROVIDER": provider, "KLINGBOT_LOCAL_RENDER_S": "0.3"}
+        env = {
+            "KLINGBOT_PROVIDER": provider,
+            "KLINGBOT_LOCAL_RENDER_S": "0.3",
+            "KLINGBOT_LOCAL_CREATE_S": "0.3",  # some kills land while the create is answered
+        }
         if provider == "kling":
             env |= {
                 "KLINGBOT_KLING_ACCESS_KEY": ACCESS_KEY,

@@ -86,6 +86,7 @@ class LocalProvider(VideoProvider):
     ) -> None:
         super().__init__(settings, http, webhook_tolerance_s=webhook_tolerance_s, now_s=now_s)
         self.render_s = settings.render_s
+        self.create_s = settings.create_s
         self.work_dir = work_dir.resolve()
         self._renders: dict[str, asyncio.Task[None]] = {}
         self._webhooks: set[asyncio.Task[None]] = set()
@@ -126,6 +127,8 @@ class LocalProvider(VideoProvider):
         }
         await asyncio.to_thread(self._write_spec, job_id, spec)
         self._start(job_id, spec)
+        if self.create_s:  # the job exists now; its answer takes a while, as at a busy vendor
+            await asyncio.sleep(self.create_s)
         return Submission(ProviderJob(job_id), ProviderStatus(ProviderState.QUEUED, "queued"))
 
     def _write_file(self, path: Path, data: bytes) -> None:
