@@ -39,6 +39,7 @@ from storage import Clock, IllegalTransition, Job, JobState, JobStore
 log = logging.getLogger(__name__)
 
 S = JobState
+POLL_BURST_S = 60.0
 LIVE = frozenset({S.SUBMITTED, S.RUNNING})
 
 
@@ -68,7 +69,11 @@ class Tracker:
         self._events = events
         self._metrics = metrics
         self._poll_limits = {
-            name: RateLimiter(config.polls_per_min.get(name, DEFAULT_POLLS_PER_MIN))
+            # a vendor counts status checks per minute: a minute's worth may go at once (after
+            # a restart every live job is checked), unlike creates, which are smoothed
+            name: RateLimiter(
+                config.polls_per_min.get(name, DEFAULT_POLLS_PER_MIN), burst_s=POLL_BURST_S
+            )
             for name in vendors
         }
 
