@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from bot.providers.aihubmax import AIHubMaxProvider
 from bot.providers.base import ProviderJob, ProviderState
-from bot.providers.download import download
+from bot.providers.download import DownloadPolicy, download
 from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError, WebhookRefused
 from bot.providers.http import ProviderHttp
 from bot.request import Shot
@@ -315,7 +315,14 @@ async def test_poll_through_to_success_and_download(
     polls = [r for r in double.requests if r.method == "GET" and r.path.startswith("/v1/tasks/")]
     assert [r.path for r in polls] == [f"/v1/tasks/{FIRST_ID}"] * 4
     assert all(r.header("Authorization") == f"Bearer {API_KEY}" for r in polls)
-    size = await download(http.session, url or "", tmp_path / "v.mp4", max_bytes=10**7, timeout_s=5)
+    size = await download(
+        http.session,
+        url or "",
+        tmp_path / "v.mp4",
+        max_bytes=10**7,
+        timeout_s=5,
+        policy=DownloadPolicy.trusting([double.base_url]),
+    )
     assert (tmp_path / "v.mp4").read_bytes() == double.video_bytes
     assert size == len(double.video_bytes)
 
@@ -331,7 +338,12 @@ async def test_expired_result_url(
     double.expired_files.add(sub.job.id)
     with pytest.raises(ProviderError) as info:
         await download(
-            http.session, status.video_url, tmp_path / "v.mp4", max_bytes=10**7, timeout_s=5
+            http.session,
+            status.video_url,
+            tmp_path / "v.mp4",
+            max_bytes=10**7,
+            timeout_s=5,
+            policy=DownloadPolicy.trusting([double.base_url]),
         )
     assert info.value.kind is ErrorKind.RESULT_EXPIRED
     assert not list(tmp_path.iterdir()), "no partial file is left behind"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from bot.providers.base import ProviderJob, ProviderState
-from bot.providers.download import download
+from bot.providers.download import DownloadPolicy, download
 from bot.providers.eachlabs import EachLabsProvider
 from bot.providers.errors import ErrorKind, ProviderError, WebhookAuthError, WebhookRefused
 from bot.providers.http import ProviderHttp
@@ -158,7 +158,12 @@ async def test_poll_through_to_success_and_download(
     final = await provider.poll(sub.job)
     assert final.video_url == double.file_url(sub.job.id)
     size = await download(
-        http.session, final.video_url, tmp_path / "v.mp4", max_bytes=10_000_000, timeout_s=5
+        http.session,
+        final.video_url,
+        tmp_path / "v.mp4",
+        max_bytes=10_000_000,
+        timeout_s=5,
+        policy=DownloadPolicy.trusting([double.base_url]),
     )
     assert (tmp_path / "v.mp4").read_bytes() == double.video_bytes and size == len(
         double.video_bytes
@@ -176,7 +181,12 @@ async def test_expired_result_url(
     double.expired_files.add(sub.job.id)
     with pytest.raises(ProviderError) as info:
         await download(
-            http.session, status.video_url, tmp_path / "v.mp4", max_bytes=10**7, timeout_s=5
+            http.session,
+            status.video_url,
+            tmp_path / "v.mp4",
+            max_bytes=10**7,
+            timeout_s=5,
+            policy=DownloadPolicy.trusting([double.base_url]),
         )
     assert info.value.kind is ErrorKind.RESULT_EXPIRED
     assert not list(tmp_path.iterdir()), "no partial file is left behind"

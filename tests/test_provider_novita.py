@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from bot.providers.base import ProviderJob, ProviderState
 from bot.providers.capabilities import CAPABILITIES
-from bot.providers.download import download
+from bot.providers.download import DownloadPolicy, download
 from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError, WebhookRefused
 from bot.providers.http import ProviderHttp
 from bot.providers.novita import NovitaProvider
@@ -243,7 +243,12 @@ async def test_poll_through_to_success_and_download(
     final = seen[-1]
     assert final.video_url == double.file_url(sub.job.id) and final.progress_pct == 100
     size = await download(
-        http.session, final.video_url, tmp_path / "v.mp4", max_bytes=10_000_000, timeout_s=5
+        http.session,
+        final.video_url,
+        tmp_path / "v.mp4",
+        max_bytes=10_000_000,
+        timeout_s=5,
+        policy=DownloadPolicy.trusting([double.base_url]),
     )
     assert (tmp_path / "v.mp4").read_bytes() == double.video_bytes
     assert size == len(double.video_bytes)
@@ -258,7 +263,12 @@ async def test_expired_result_url(double: NovitaDouble, http: ProviderHttp, tmp_
     double.expired_files.add(sub.job.id)
     with pytest.raises(ProviderError) as info:
         await download(
-            http.session, status.video_url, tmp_path / "v.mp4", max_bytes=10**7, timeout_s=5
+            http.session,
+            status.video_url,
+            tmp_path / "v.mp4",
+            max_bytes=10**7,
+            timeout_s=5,
+            policy=DownloadPolicy.trusting([double.base_url]),
         )
     assert info.value.kind is ErrorKind.RESULT_EXPIRED
     assert not list(tmp_path.iterdir()), "no partial file is left behind"

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from bot.providers import _json
 from bot.providers.base import ProviderJob, ProviderState
 from bot.providers.capabilities import CAPABILITIES
-from bot.providers.download import download
+from bot.providers.download import DownloadPolicy, download
 from bot.providers.errors import (
     ErrorKind,
     ProviderError,
@@ -263,7 +263,14 @@ async def test_poll_through_to_success_and_download(
     ] * 4
     url = seen[3].video_url
     assert url == double.file_url(sub.job.id)
-    size = await download(http.session, url, tmp_path / "v.mp4", max_bytes=10**7, timeout_s=5)
+    size = await download(
+        http.session,
+        url,
+        tmp_path / "v.mp4",
+        max_bytes=10**7,
+        timeout_s=5,
+        policy=DownloadPolicy.trusting([double.base_url]),
+    )
     assert (tmp_path / "v.mp4").read_bytes() == double.video_bytes
     assert size == len(double.video_bytes)
 
@@ -279,7 +286,12 @@ async def test_expired_result_url(
     double.expired_files.add(sub.job.id)
     with pytest.raises(ProviderError) as info:
         await download(
-            http.session, status.video_url, tmp_path / "v.mp4", max_bytes=10**7, timeout_s=5
+            http.session,
+            status.video_url,
+            tmp_path / "v.mp4",
+            max_bytes=10**7,
+            timeout_s=5,
+            policy=DownloadPolicy.trusting([double.base_url]),
         )
     assert info.value.kind is ErrorKind.RESULT_EXPIRED
     assert not list(tmp_path.iterdir())
