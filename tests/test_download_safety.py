@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -302,3 +308,68 @@ def test_any_link_is_refused_or_pinned_to_a_public_address(link: str) -> None:
     except ProviderError:
         return
     assert is_public_address(address) and url.scheme == "https"
+
+
+def self_signed(host: str) -> tuple[bytes, bytes]:
+    """A certificate (PEM) for `host` only, and its key (PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+async def test_a_checked_https_link_is_fetched_from_the_checked_address(tmp_path: Path) -> None:
+    """The request goes to the address that was checked (no second lookup), still verified as
+    the link's host (TLS server name) and asking for it (Host header). Here 127.0.0.1 stands in
+    for a public address: the test's policy counts it as one."""
+    cert_pem, key_pem = self_signed("cdn.test")
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    client_tls = ssl.create_default_context(cadata=cert_pem.decode())
+    hosts: list[str] = []
+
+    async def clip(request: web.Request) -> web.Response:
+        hosts.append(request.headers["Host"])
+        return web.Response(body=tiny_clip(), content_type="video/mp4")
+
+    app = web.Application()
+    app.router.add_get("/v/{name}", clip)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
+    port = runner.addresses[0][1]
+    lookups: list[tuple[str, int]] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        lookups.append((host, port))
+        return ["127.0.0.1"]
+
+    policy = DownloadPolicy(resolve=resolve, address_allowed=lambda a: a == "127.0.0.1")
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_tls)) as s:
+            url = f"https://cdn.test:{port}/v/clip.mp4"
+            assert await fetch(s, url, tmp_path / "out" / "v.mp4", policy) == len(tiny_clip())
+    finally:
+        await runner.cleanup()
+    assert lookups == [("cdn.test", port)]
+    assert hosts == [f"cdn.test:{port}"]
+    assert (tmp_path / "out" / "v.mp4").read_bytes() == tiny_clip()

@@ -80,6 +80,7 @@ class DownloadPolicy:
     file_root: Path | None = None
     max_redirects: int = MAX_REDIRECTS
     resolve: Resolver = field(default=system_resolve, compare=False)
+    address_allowed: Callable[[str], bool] = field(default=is_public_address, compare=False)
 
     @classmethod
     def trusting(
@@ -93,7 +94,7 @@ class DownloadPolicy:
         """A policy that trusts the origins of these (configured provider) base URLs."""
         origins = {origin_of(URL(u)) for u in base_urls if u}
         trusted = frozenset(o for o in origins if o is not None)
-        return cls(trusted, file_root, max_redirects, resolve)
+        return cls(trusted, file_root, max_redirects, resolve, is_public_address)
 
     def with_file_root(self, file_root: Path | None) -> DownloadPolicy:
         return replace(self, file_root=file_root)
@@ -123,7 +124,7 @@ class DownloadPolicy:
                 ) from error
         if not addresses:
             raise ProviderError(ErrorKind.TRANSIENT, f"{host!r} has no address", provider=provider)
-        blocked = [a for a in addresses if not is_public_address(a)]
+        blocked = [a for a in addresses if not self.address_allowed(a)]
         if blocked:
             raise _refused(f"{host} resolves to a non-public address ({blocked[0]})", url, provider)
         return addresses[0]
