@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -245,7 +246,7 @@ class Moderation:
             "credits_revoked",
         ]
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        writer = _SafeWriter(out)
         writer.writerow(columns)
         totals = [0] * (len(columns) - 1)
         for user_id in sorted(set(usage) | set(outcomes)):
@@ -275,9 +276,31 @@ class Moderation:
         )
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula, made plain text (a leading ');
+    numbers and other text unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """csv.writer whose text cells cannot start a formula (moderators' reasons, patterns)."""
+
+    def __init__(self, out: io.StringIO) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+
+    def writerow(self, row: Sequence[object]) -> None:
+        self._writer.writerow([csv_cell(cell) for cell in row])
+
+
 def events_csv(events: list[ModerationEvent]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = _SafeWriter(out)
     writer.writerow(["time_utc", "actor_id", "action", "target_id", "detail", "reason"])
     for e in events:
         when = datetime.fromtimestamp(e.at_ms / 1000, UTC).isoformat(timespec="seconds")
