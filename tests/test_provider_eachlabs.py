@@ -452,10 +452,17 @@ def test_webhook_forgeries_are_refused(mutate: str) -> None:
         provider.parse_webhook(headers, body)
 
 
-def test_webhook_without_secret_relies_on_the_url_token() -> None:
-    provider = EachLabsProvider(EachLabsSettings(), NO_HTTP)
+def test_webhook_without_a_configured_secret_is_verified_with_the_derived_one() -> None:
+    now = 1_800_000_000
+    provider = EachLabsProvider(
+        EachLabsSettings(api_key=SecretStr(API_KEY)), NO_HTTP, now_s=lambda: now
+    )
     body = b'{"exec_id": "p9", "status": "failed", "output": "", "error": "boom"}'
-    event = provider.parse_webhook({}, body)
+    with pytest.raises(WebhookAuthError):
+        provider.parse_webhook({}, body)  # unsigned: refused, not trusted to the URL token
+    derived = provider._secret
+    assert len(derived) == 64 and derived != API_KEY
+    event = provider.parse_webhook(signed(body, secret=derived, ts=now), body)
     assert event.provider_job_id == "p9" and event.status is not None
     assert event.status.state is ProviderState.FAILED
 
