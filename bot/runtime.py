@@ -89,6 +89,7 @@ async def open_runtime(
             max_total_bytes=settings.media_max_total_mb * 1024 * 1024,
             clock=db.clock,
         )
+        media.prepare()
         service = Pipeline(
             db=db,
             providers=providers,

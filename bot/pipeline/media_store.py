@@ -9,6 +9,8 @@ from pathlib import Path
 
 from storage import Clock, Job
 
+DIR_MODE = 0o700
+
 
 @dataclass(frozen=True)
 class MediaStore:
@@ -31,10 +33,31 @@ class MediaStore:
         return self.root / "fitted" / f"{job_id}-{max_bytes}.mp4"
 
     def link(self, job: Job) -> str | None:
-        """The bot's own link to the original clip (None without KLINGBOT_PUBLIC_URL)."""
-        if not self.public_url:
+        """The bot's own link to the original clip (None without KLINGBOT_PUBLIC_URL, or once
+        the link is retired)."""
+        if not self.public_url or job.media_retired_at_ms is not None:
             return None
         return f"{self.public_url}/media/{job.id}/{job.media_token}.mp4"
+
+    def prepare(self) -> None:
+        """Create the media folders readable by the bot's user only (0700; existing ones are
+        tightened): clips, re-encoded copies and the providers' work files all live below."""
+        for folder in (self.root, self.clips_dir, self.root / "fitted"):
+            folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            if folder.stat().st_mode & 0o077:
+                folder.chmod(DIR_MODE)
+
+    def remove(self, job_id: str) -> list[Path]:
+        """Delete a job's clip and its re-encoded copies (its link was retired)."""
+        removed = []
+        candidates = [self.clip_path(job_id), *(self.root / "fitted").glob(f"{job_id}-*.mp4")]
+        for path in candidates:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+        return removed
 
     def prune(self, keep: Collection[str] = ()) -> list[Path]:
         """Delete clips older than the retention, then the oldest until under the size cap.

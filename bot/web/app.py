@@ -227,7 +227,11 @@ async def media(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     job = await service.jobs.find(request.match_info["job"])
     token = request.match_info["token"]
-    if job is None or not same_secret(token, job.media_token):
+    if (
+        job is None
+        or job.media_retired_at_ms is not None  # its message was deleted: the link goes too
+        or not same_secret(token, job.media_token)
+    ):
         raise web.HTTPNotFound(text="no such clip")
     path = service.media.clip_path(job.id)
     if not path.is_file():
