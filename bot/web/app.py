@@ -48,7 +48,7 @@ class WebLimits:
 
     max_body_bytes: int = 1024 * 1024
     body_timeout_s: float = 30.0
-    max_concurrent_webhooks: int = 32
+    max_concurrent_webhooks: int = 128
     metrics_token: str | None = None
 
 
@@ -80,7 +80,7 @@ def build_app(
     *,
     max_body_bytes: int = 1024 * 1024,
     body_timeout_s: float = 30.0,
-    max_concurrent_webhooks: int = 32,
+    max_concurrent_webhooks: int = 128,
     metrics_token: str | None = None,
     ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None,
 ) -> web.Application:
