@@ -296,6 +296,7 @@ def test_any_link_is_refused_or_pinned_to_a_public_address(link: str) -> None:
     """The checks never connect anywhere: the resolver answers private addresses only."""
 
     async def private(host: str, port: int) -> list[str]:
+        host.encode("idna")  # what the system resolver does first (UnicodeError on bad names)
         return ["10.9.8.7"]
 
     policy = DownloadPolicy(resolve=private)

@@ -26,7 +26,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -94,10 +94,7 @@ class DownloadPolicy:
         """A policy that trusts the origins of these (configured provider) base URLs."""
         origins = {origin_of(URL(u)) for u in base_urls if u}
         trusted = frozenset(o for o in origins if o is not None)
-        return cls(trusted, file_root, max_redirects, resolve, is_public_address)
-
-    def with_file_root(self, file_root: Path | None) -> DownloadPolicy:
-        return replace(self, file_root=file_root)
+        return cls(trusted, file_root, max_redirects, resolve)
 
     def trusts(self, url: URL) -> bool:
         return origin_of(url) in self.trusted_origins
@@ -108,7 +105,7 @@ class DownloadPolicy:
             raise _refused(
                 f"{url.scheme or 'a relative'} link outside a provider's base URL", url, provider
             )
-        host = url.host or ""
+        host = url.raw_host or ""  # ASCII (IDNA) form
         if not host or url.port is None:
             raise _refused("a link without a host", url, provider)
         try:
@@ -116,6 +113,8 @@ class DownloadPolicy:
         except ValueError:
             try:
                 addresses = await self.resolve(host, url.port)
+            except (UnicodeError, ValueError) as error:
+                raise _refused(f"an invalid host name ({error})", url, provider) from error
             except OSError as error:
                 raise ProviderError(
                     ErrorKind.TRANSIENT,
@@ -136,7 +135,10 @@ class DownloadPolicy:
             raise _refused("a file:// link from a provider that keeps no files", url, provider)
         if parsed.netloc not in ("", "localhost"):
             raise _refused("a file:// link to another host", url, provider)
-        path = Path(unquote(parsed.path)).resolve()
+        try:
+            path = Path(unquote(parsed.path)).resolve()
+        except (OSError, ValueError) as error:
+            raise _refused(f"an unreadable file path ({error})", url, provider) from error
         if not path.is_relative_to(self.file_root.resolve()):
             raise _refused("a file:// link outside the provider's own directory", url, provider)
         return path
@@ -215,7 +217,7 @@ async def _request(
     if policy.trusts(url):
         return await session.get(url, allow_redirects=False, timeout=STREAM_TIMEOUT)
     address = await policy.address_for(url, provider)
-    host = url.host or ""
+    host = url.raw_host or ""
     return await session.get(
         url.with_host(address),
         allow_redirects=False,
