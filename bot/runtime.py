@@ -89,6 +89,7 @@ async def open_runtime(
             max_total_bytes=settings.media_max_total_mb * 1024 * 1024,
             clock=db.clock,
         )
+        media.prepare()
         service = Pipeline(
             db=db,
             providers=providers,
@@ -104,12 +105,21 @@ async def open_runtime(
         )
         web = None
         if with_web:
+            token = settings.metrics_token
             app = build_app(
                 service,
                 max_body_bytes=settings.webhook_max_body_kb * 1024,
+                body_timeout_s=settings.http_body_timeout_s,
+                max_concurrent_webhooks=settings.webhook_max_concurrent,
+                metrics_token=token.get_secret_value().strip() or None if token else None,
                 ready_checks=ready_checks,
             )
-            web = WebServer(app, settings.http_host, settings.http_port)
+            web = WebServer(
+                app,
+                settings.http_host,
+                settings.http_port,
+                idle_timeout_s=settings.http_idle_timeout_s,
+            )
         runtime = Runtime(settings, db, session, providers, service, web)
         try:
             yield runtime

@@ -155,6 +155,11 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None
+    # The web server faces the internet: every connection and request is bounded.
+    http_idle_timeout_s: float = Field(default=15.0, gt=0, le=3600)  # idle / slow headers
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # whole webhook body (408)
+    webhook_max_concurrent: int = Field(default=128, ge=1, le=10_000)  # handlers; more get 503
+    metrics_token: SecretStr | None = None  # Bearer token for /metrics (and /readyz details)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Pricing (credits). Default from PixelDojo's page: 8 credits per second of video.

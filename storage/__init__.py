@@ -20,6 +20,7 @@ from storage.errors import (
     JobError,
     JobNotFound,
     LedgerError,
+    RefundExceedsCapture,
     StorageError,
 )
 from storage.jobs import FINAL_STATES, Job, JobEvent, JobState, JobStore, NewJob
@@ -73,6 +74,7 @@ __all__ = [
     "NewJob",
     "OffsetClock",
     "PolicySnapshot",
+    "RefundExceedsCapture",
     "StorageError",
     "SystemClock",
     "Transfer",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -142,7 +143,7 @@ class Database:
         """Open (creating if needed) the database at `path` and apply pending migrations."""
         path = str(path)
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            owner_only(Path(path))
         writer = await _connect(path, busy_timeout_ms, durable)
         try:
             await writer.execute_fetchall("PRAGMA journal_mode=WAL")
@@ -413,6 +414,25 @@ def _run_statements(
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
     return run
+
+
+def owner_only(path: Path) -> None:
+    """Make the database file (and its WAL and shared-memory files) readable by its owner only:
+    created 0600 in a directory created 0700, an existing one tightened. SQLite gives the -wal and
+    -shm files it creates the database file's permissions."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError:
+        return  # SQLite will say what is wrong with the path, as before
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            continue
+        except PermissionError as error:  # not ours: say so, but it may still be usable
+            log.warning("cannot make %s readable by its owner only: %s", file, error)
 
 
 async def _connect(path: str, busy_timeout_ms: int, durable: bool) -> aiosqlite.Connection:

@@ -7,6 +7,7 @@ StorageError
 │   ├── IdempotencyConflict  a key was reused with different fields
 │   ├── HoldNotFound
 │   ├── HoldAlreadyResolved  a hold was already captured, voided or expired
+│   ├── RefundExceedsCapture a refund would give back more than was captured for its job
 │   └── InvalidMovement      a movement the ledger refuses for another reason
 └── JobError
     ├── JobNotFound
@@ -54,6 +55,17 @@ class HoldAlreadyResolved(LedgerError):
         self.resolution = resolution
         how = f" ({resolution})" if resolution else ""
         super().__init__(f"Hold {hold_id} was already resolved{how}.")
+
+
+class RefundExceedsCapture(LedgerError):
+    """A refund would return more credits than were captured for its job (or names no job)."""
+
+    def __init__(self, requested: int) -> None:
+        self.requested = requested
+        super().__init__(
+            f"A refund of {requested} credits is more than what is left of the credits captured"
+            " for its job."
+        )
 
 
 class InvalidMovement(LedgerError):

@@ -112,6 +112,7 @@ class Job:
     fair_round: int
     limits_exempt: bool
     topup_hold_id: int | None
+    media_retired_at_ms: int | None
 
     @property
     def is_final(self) -> bool:
@@ -332,6 +333,19 @@ class JobStore:
         self._targets.put(
             job.webhook_token, WebhookTarget(job.id, job.provider, job.provider_job_id)
         )
+
+    async def retire_media(self, job_id: str) -> Job:
+        """Retire the job's clip link (its message was deleted): /media answers 404 from now on.
+        Idempotent: the first retirement's time is kept."""
+        now = self._db.clock.now_ms()
+        rows = await self._db.write_statement(
+            "UPDATE jobs SET media_retired_at_ms = COALESCE(media_retired_at_ms, ?),"
+            " updated_at_ms = ? WHERE id = ? RETURNING *",
+            (now, now, job_id),
+        )
+        if not rows:
+            raise JobNotFound(job_id)
+        return Job.from_row(rows[0])
 
     async def get(self, job_id: str, *, tx: Tx | None = None) -> Job:
         job = await self.find(job_id, tx=tx)

@@ -2,7 +2,8 @@
 
 Accounts are credit-normal for members and pools: available = credits posted − debits posted −
 debits pending. The database refuses any entry that would make a member or pool account's available
-balance negative, and any second resolution of a hold (see migrations/0001_ledger.sql).
+balance negative, any second resolution of a hold (see migrations/0001_ledger.sql), and any refund
+that would give back more than was captured for its job (migrations/0008_refund_limit.sql).
 
 Money flows:
     issuance ──fund──> pool ──grant──> member        member ──revoke──> pool
@@ -27,6 +28,7 @@ from storage.errors import (
     IdempotencyConflict,
     InsufficientCredits,
     InvalidMovement,
+    RefundExceedsCapture,
 )
 
 __all__ = [
@@ -361,8 +363,13 @@ class Ledger:
         actor_id: int = 0,
         memo: str | None = None,
         user_id: int = 0,
+        tx: Tx | None = None,
     ) -> Transfer:
-        """Give captured credits back from spend to a member or pool."""
+        """Give captured credits back from spend to a member or pool.
+
+        RefundExceedsCapture if the job's refunds would exceed what was captured for it (the
+        database refuses it, however many refunds race).
+        """
         return await self.transfer(
             key=key,
             debit=SPEND,
@@ -373,7 +380,22 @@ class Ledger:
             actor_id=actor_id,
             memo=memo,
             user_id=user_id,
+            tx=tx,
         )
+
+    async def captured_and_refunded(self, job_id: str, *, tx: Tx | None = None) -> tuple[int, int]:
+        """Credits captured for a job (posted into spend) and credits refunded for it so far."""
+        sql = (
+            "SELECT"
+            " COALESCE(SUM(CASE WHEN t.credit_account_id = s.id AND t.kind IN ('single', 'post')"
+            "   THEN t.amount ELSE 0 END), 0) AS captured,"
+            " COALESCE(SUM(CASE WHEN t.debit_account_id = s.id AND t.kind = 'single'"
+            "   THEN t.amount ELSE 0 END), 0) AS refunded"
+            " FROM transfers AS t, (SELECT id FROM accounts WHERE kind = 'spend') AS s"
+            " WHERE t.job_id = ?"
+        )
+        row = await (tx.fetchone(sql, (job_id,)) if tx else self._db.fetchone(sql, (job_id,)))
+        return (int(row["captured"]), int(row["refunded"])) if row else (0, 0)
 
     # -- two-phase: holds ----------------------------------------------------------------------
 
@@ -546,6 +568,8 @@ class Ledger:
         if await self._by_key(key, None) is not None:
             return IdempotencyConflict(key)  # the key is taken, by a movement with other fields
         text = str(error)
+        if "refund exceeds what was captured" in text:
+            return RefundExceedsCapture(amount)
         if "available_nonnegative" in text or "transfers.debit_account_id" in text:
             balance = await self.balance(debit)
             return InsufficientCredits(amount, balance.available)
@@ -778,6 +802,44 @@ class Ledger:
         ):
             report.violations.append(
                 f"resolution {row['id']} ({row['kind']}) does not match its hold"
+            )
+        for row in await db.fetchall(
+            "SELECT kind, debits_posted - credits_posted AS issued,"
+            " credits_posted - debits_posted AS spent FROM accounts"
+            " WHERE (kind = 'issuance' AND debits_posted - credits_posted < 0)"
+            "  OR (kind = 'spend' AND credits_posted - debits_posted < 0)"
+        ):
+            figure = row["spent"] if row["kind"] == "spend" else row["issued"]
+            report.violations.append(
+                f"the {row['kind']} account is negative ({figure}): more credits went back than"
+                " came in"
+            )
+        for row in await db.fetchall(
+            "SELECT id, amount FROM transfers"
+            " WHERE debit_account_id = (SELECT id FROM accounts WHERE kind = 'spend')"
+            "  AND (job_id IS NULL OR kind <> 'single')"
+        ):
+            report.violations.append(
+                f"entry {row['id']} takes {row['amount']} credits out of spend without naming a job"
+            )
+        for row in await db.fetchall(
+            """
+            SELECT job_id, captured, refunded FROM (
+                SELECT t.job_id,
+                  SUM(CASE WHEN t.credit_account_id = s.id AND t.kind IN ('single', 'post')
+                      THEN t.amount ELSE 0 END) AS captured,
+                  SUM(CASE WHEN t.debit_account_id = s.id AND t.kind = 'single'
+                      THEN t.amount ELSE 0 END) AS refunded
+                FROM transfers AS t, (SELECT id FROM accounts WHERE kind = 'spend') AS s
+                WHERE t.job_id IS NOT NULL
+                  AND (t.credit_account_id = s.id OR t.debit_account_id = s.id)
+                GROUP BY t.job_id
+            ) WHERE refunded > captured ORDER BY job_id
+            """
+        ):
+            report.violations.append(
+                f"job {row['job_id']} was refunded {row['refunded']} credits but only"
+                f" {row['captured']} were captured for it"
             )
         totals = await db.fetchone(
             "SELECT (SELECT debits_posted - credits_posted FROM accounts WHERE kind = 'issuance')"

@@ -378,6 +378,10 @@ async def test_multishot_remix_confirm_and_delete(tmp_path: Path, double: Discor
         )
         assert "Deleted" in await reply_text(deleted)
         assert all(m.id != result.id for m in double.messages(CHANNEL))
+        retired = await run.service.jobs.get(shots_job.id)
+        assert retired.media_retired_at_ms is not None, "Delete also retires the /media link"
+        assert run.service.media.link(retired) is None
+        assert not run.service.media.clip_path(shots_job.id).exists()
         # Confirm step above the server's threshold: nothing is held until Confirm
         await run.service.policy.set(GUILD, actor_id=MOD, confirm_threshold=30)
         before = await run.available(ALICE)

@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
+from tests.provider_doubles.clip import padded_clip_head
 from tests.provider_doubles.eachlabs import EachLabsDouble
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP_BYTES = 100 * 1024 * 1024
 LIMIT_BYTES = 30 * 1000 * 1000
-FILL = b"\x5a"  # the byte the double serves
+FILL = b"\x5a"  # the byte the double serves after the clip's head
 
 
 @pytest.fixture
@@ -74,10 +75,14 @@ async def run_worker(
     return warm, done
 
 
-def all_fill(path: Path) -> bool:
+def as_served(path: Path) -> bool:
+    """The file is the double's large clip: a real video's head, then filler to the end."""
     chunk_size = 1 << 20
     expected = FILL * chunk_size
+    head = padded_clip_head(CLIP_BYTES)
     with path.open("rb") as clip:
+        if clip.read(len(head)) != head:
+            return False
         while chunk := clip.read(chunk_size):
             if chunk != expected[: len(chunk)]:
                 return False
@@ -93,7 +98,7 @@ async def test_a_100_mib_clip_raises_peak_rss_by_less_than_30_mb(
     assert done["media_size_bytes"] == CLIP_BYTES
     delivered = Path(done["path"])
     assert done["size"] == CLIP_BYTES == delivered.stat().st_size
-    assert await asyncio.to_thread(all_fill, delivered), "the delivered clip is what was served"
+    assert await asyncio.to_thread(as_served, delivered), "the delivered clip is what was served"
     assert len(double.creates_of("/prediction/")) == 2
     increase = (done["after_kb"] - done["before_kb"]) * 1024
     assert done["before_kb"] >= warm["hwm_kb"]

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.providers.base import ProviderJob, ProviderState, ProviderStatus, VideoProvider
-from bot.providers.download import download
+from bot.providers.download import DownloadPolicy, download
 from bot.providers.errors import (
     ErrorKind,
     ProviderError,
@@ -342,7 +342,12 @@ async def test_poll_through_to_success_and_download(
     assert all(r.header(case.key_header[0]) == case.key_header[1] for r in gets)
     assert all(r.header(name) is None for r in gets for name in case.absent_headers)
     size = await download(
-        http.session, final.video_url, tmp_path / "v.mp4", max_bytes=10**7, timeout_s=5
+        http.session,
+        final.video_url,
+        tmp_path / "v.mp4",
+        max_bytes=10**7,
+        timeout_s=5,
+        policy=DownloadPolicy.trusting([double.base_url]),
     )
     assert (tmp_path / "v.mp4").read_bytes() == double.video_bytes
     assert size == len(double.video_bytes)
@@ -365,7 +370,12 @@ async def test_expired_result_url(
     folder.mkdir()
     with pytest.raises(ProviderError) as info:
         await download(
-            http.session, status.video_url, folder / "v.mp4", max_bytes=10**7, timeout_s=5
+            http.session,
+            status.video_url,
+            folder / "v.mp4",
+            max_bytes=10**7,
+            timeout_s=5,
+            policy=DownloadPolicy.trusting([double.base_url]),
         )
     assert info.value.kind is ErrorKind.RESULT_EXPIRED
     assert not list(folder.iterdir()), "no partial file is left behind"

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from bot.providers.base import ProviderJob, ProviderState
 from bot.providers.capabilities import CAPABILITIES
-from bot.providers.download import download
+from bot.providers.download import DownloadPolicy, download
 from bot.providers.errors import ErrorKind, ProviderError, WebhookParseError
 from bot.providers.http import ProviderHttp
 from bot.providers.segmind import SegmindProvider, read_v1_json, reset_in_s
@@ -175,7 +175,12 @@ async def test_v2_without_the_model_falls_back_to_one_v1_call(
     assert await provider.poll(sub.job) == sub.status
     assert len(double.requests) == before
     await download(
-        http.session, sub.status.video_url, tmp_path / "out.mp4", max_bytes=10**7, timeout_s=5
+        http.session,
+        sub.status.video_url,
+        tmp_path / "out.mp4",
+        max_bytes=10**7,
+        timeout_s=5,
+        policy=DownloadPolicy.trusting([double.base_url], file_root=provider.files_dir),
     )
     assert (tmp_path / "out.mp4").read_bytes() == double.video_bytes
     # the adapter remembers: the next job goes straight to v1
@@ -234,7 +239,12 @@ async def test_v1_sync_success_in_every_documented_form(
         else:
             assert name == f"segmind-v1-{job_id}.mp4" and sub.job.id == f"v1-{job_id}"
     size = await download(
-        http.session, status.video_url, tmp_path / "out.mp4", max_bytes=10**7, timeout_s=5
+        http.session,
+        status.video_url,
+        tmp_path / "out.mp4",
+        max_bytes=10**7,
+        timeout_s=5,
+        policy=DownloadPolicy.trusting([double.base_url], file_root=provider.files_dir),
     )
     assert (tmp_path / "out.mp4").read_bytes() == double.video_bytes
     assert size == len(double.video_bytes)

@@ -141,6 +141,7 @@ class DeleteButton(
             )
         if interaction.message is not None:
             await interaction.message.delete()
+        await bot.service.retire_media(job.id)  # the clip's /media link goes with the message
         await interaction.response.send_message("Deleted.", ephemeral=True)
 
 

@@ -111,6 +111,7 @@ class Completion:
                     clip,
                     max_bytes=self._config.download_max_bytes,
                     timeout_s=self._config.download_timeout_s,
+                    policy=self._vendors.download_policy(job.provider),
                     provider=job.provider,
                 )
             except ProviderError as error:

@@ -329,6 +329,13 @@ class Pipeline:
         """Watch job events (a front end that comes and goes, like the CLI's progress bar)."""
         self.events.subscribe(observer)
 
+    async def retire_media(self, job_id: str) -> Job:
+        """The clip's message was deleted: its /media link answers 404 from now on and the kept
+        clip (and any re-encoded copy) is deleted. Idempotent."""
+        job = await self.jobs.retire_media(job_id)
+        await asyncio.to_thread(self.media.remove, job_id)
+        return job
+
     async def sweep(self) -> None:
         """Expire orphan holds and overdue queued jobs, lapse approvals, prune (once a minute)."""
         await self._sweeper.sweep()

@@ -15,6 +15,7 @@ from bot.request import ImageRef, VideoRequest
 from storage import Clock, Job
 
 IMAGE_SUFFIXES = (".png", ".jpg")
+DIR_MODE = 0o700
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,31 @@ class MediaStore:
         return self.root / "fitted" / f"{job_id}-{max_bytes}.mp4"
 
     def link(self, job: Job) -> str | None:
-        """The bot's own link to the original clip (None without KLINGBOT_PUBLIC_URL)."""
-        if not self.public_url:
+        """The bot's own link to the original clip (None without KLINGBOT_PUBLIC_URL, or once
+        the link is retired)."""
+        if not self.public_url or job.media_retired_at_ms is not None:
             return None
         return f"{self.public_url}/media/{job.id}/{job.media_token}.mp4"
+
+    def prepare(self) -> None:
+        """Create the media folders readable by the bot's user only (0700; existing ones are
+        tightened): clips, re-encoded copies, images and the providers' work files live below."""
+        for folder in (self.root, self.clips_dir, self.root / "fitted", self.images_dir):
+            folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            if folder.stat().st_mode & 0o077:
+                folder.chmod(DIR_MODE)
+
+    def remove(self, job_id: str) -> list[Path]:
+        """Delete a job's clip and its re-encoded copies (its link was retired)."""
+        removed = []
+        candidates = [self.clip_path(job_id), *(self.root / "fitted").glob(f"{job_id}-*.mp4")]
+        for path in candidates:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+        return removed
 
     # -- images ----------------------------------------------------------------------------------
 

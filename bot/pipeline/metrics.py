@@ -6,7 +6,10 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from bot.providers import ADAPTERS
 from storage import JobState, JobStore, Ledger
+
+OTHER_PROVIDER = "other"  # the label of a webhook URL naming no provider klingbot knows
 
 
 class Metrics:
@@ -59,6 +62,12 @@ class Metrics:
         totals = await ledger.totals()
         self.credits_held.set(totals.held)
         self.credits_captured.set(totals.spent)
+
+    def webhook(self, provider: str, result: str) -> None:
+        """Count one webhook. Label values come only from known names: a URL's provider segment
+        that names no adapter counts as "other", so junk requests cannot add series."""
+        label = provider if provider in ADAPTERS else OTHER_PROVIDER
+        self.webhooks.labels(label, result).inc()
 
     def observe_call(
         self, provider: str, operation: str, started: float, error: Exception | None = None

@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.errors import NotFound, UserError
 from bot.pipeline.facade import Pipeline
 from bot.pipeline.policy import DAY_MS, day_start_ms
-from storage import AccountRef, Balance, JobState, MemberUsage, ModerationEvent, Transfer, Tx
-from storage.ledger import ISSUANCE, SPEND
+from storage import (
+    AccountRef,
+    Balance,
+    JobState,
+    MemberUsage,
+    ModerationEvent,
+    RefundExceedsCapture,
+    Transfer,
+    Tx,
+)
+from storage.ledger import ISSUANCE
 
 NOT_DELIVERED = frozenset(
     {JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED, JobState.REJECTED}
@@ -151,38 +161,58 @@ class Moderation:
     async def refund(
         self, job_id: str, amount: int | None, *, actor_id: int, reason: str | None, key: str
     ) -> Transfer:
-        """Give back credits charged for a job, to whoever paid (bot owners)."""
+        """Give back credits charged for a job, to whoever paid (bot owners).
+
+        What is left to refund is read inside the write, and the ledger itself refuses a refund
+        beyond what was captured for the job, so two refunds at once never give back twice.
+        """
         job = await self.service.jobs.find(job_id)
         if job is None:
             raise NotFound(f"There is no job {job_id}.")
-        refunded = sum(
-            t.amount for t in await self.ledger.transfers_for_job(job.id) if t.reason == "refund"
-        )
-        left = job.charged - refunded
-        if left <= 0:
-            raise UserError(
-                f"Job {job.id} has nothing left to refund (charged {job.charged}, refunded {refunded})."
-            )
-        amount = left if amount is None else amount
-        if amount > left:
-            raise UserError(f"At most {left} credits of job {job.id} can still be refunded.")
         payer = (
             AccountRef.pool(job.guild_id)
             if job.payer == "pool"
             else AccountRef.member(job.guild_id, job.user_id)
         )
-        return await self._move(
-            key=key,
-            debit=SPEND,
-            credit=payer,
-            amount=amount,
-            reason="refund",
-            guild_id=job.guild_id,
-            user_id=job.user_id,
-            actor_id=actor_id,
-            memo=reason,
-            job_id=job.id,
-        )
+
+        async def run(tx: Tx) -> Transfer:
+            captured, refunded = await self.ledger.captured_and_refunded(job.id, tx=tx)
+            left = captured - refunded
+            wanted = left if amount is None else amount
+            if left <= 0:
+                raise UserError(
+                    f"Job {job.id} has nothing left to refund (charged {captured},"
+                    f" refunded {refunded})."
+                )
+            if wanted > left:
+                raise UserError(f"At most {left} credits of job {job.id} can still be refunded.")
+            try:
+                transfer = await self.ledger.refund(
+                    payer,
+                    wanted,
+                    key=key,
+                    job_id=job.id,
+                    actor_id=actor_id,
+                    memo=reason,
+                    user_id=job.user_id,
+                    tx=tx,
+                )
+            except RefundExceedsCapture:
+                raise UserError(
+                    f"At most {left} credits of job {job.id} can still be refunded."
+                ) from None
+            await self.policy.record(
+                job.guild_id,
+                actor_id=actor_id,
+                action="refund",
+                target_id=job.user_id or None,
+                detail=f"{wanted} credits, job {job.id}",
+                reason=reason,
+                tx=tx,
+            )
+            return transfer
+
+        return await self.db.write(run)
 
     async def pool_status(self, guild_id: int) -> PoolStatus:
         now = self.service.clock.now_ms()
@@ -216,7 +246,7 @@ class Moderation:
             "credits_revoked",
         ]
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        writer = _SafeWriter(out)
         writer.writerow(columns)
         totals = [0] * (len(columns) - 1)
         for user_id in sorted(set(usage) | set(outcomes)):
@@ -246,9 +276,31 @@ class Moderation:
         )
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula, made plain text (a leading ');
+    numbers and other text unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """csv.writer whose text cells cannot start a formula (moderators' reasons, patterns)."""
+
+    def __init__(self, out: io.StringIO) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+
+    def writerow(self, row: Sequence[object]) -> None:
+        self._writer.writerow([csv_cell(cell) for cell in row])
+
+
 def events_csv(events: list[ModerationEvent]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = _SafeWriter(out)
     writer.writerow(["time_utc", "actor_id", "action", "target_id", "detail", "reason"])
     for e in events:
         when = datetime.fromtimestamp(e.at_ms / 1000, UTC).isoformat(timespec="seconds")

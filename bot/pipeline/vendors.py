@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 
 from bot.errors import ServiceUnavailable
 from bot.providers import VideoProvider
+from bot.providers.download import DownloadPolicy
 
 
 class Vendors:
@@ -26,3 +27,12 @@ class Vendors:
         if adapter is None:
             raise ServiceUnavailable(f"The provider {name!r} is not configured.")
         return name, adapter
+
+    def download_policy(self, name: str) -> DownloadPolicy:
+        """Where `name`'s clips may be downloaded from: https at public addresses; http and any
+        address only at a configured provider's base URL; file:// only under its own files."""
+        adapter = self._adapters.get(name)
+        return DownloadPolicy.trusting(
+            (a.settings.base_url for a in self._adapters.values()),
+            file_root=adapter.files_dir if adapter is not None else None,
+        )

@@ -44,7 +44,7 @@ class WebhookInbox:
         provider = self._vendors.get(provider_name)
         job = await self._jobs.webhook_target(token) if provider else None
         if provider is None or job is None or job.provider != provider_name:
-            self._metrics.webhooks.labels(provider_name[:20], "unknown_job").inc()
+            self._metrics.webhook(provider_name, "unknown_job")
             return 404, "unknown job"
         try:
             event = provider.parse_webhook(headers, body)

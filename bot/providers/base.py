@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import ClassVar
 
 from bot.providers.capabilities import CAPABILITIES, Capabilities
@@ -106,6 +107,12 @@ class VideoProvider(ABC):
     @property
     def capabilities(self) -> Capabilities:
         return CAPABILITIES[self.name]
+
+    @property
+    def files_dir(self) -> Path | None:
+        """Where this adapter keeps clips itself: its `file://` links are downloaded only from
+        under this directory (None: it keeps none)."""
+        return None
 
     @property
     def api_key(self) -> str:

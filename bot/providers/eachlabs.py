@@ -5,12 +5,19 @@ Create `POST {base}/prediction/` with `X-API-Key`, body `{"model", "input": {...
 "webhook_secret"}`; the reply carries `predictionID`. Poll `GET {base}/prediction/{id}`: status
 created|starting|processing|success|error|cancelled, `output` is the video URL on success and
 `{error_code, error_message}` on error. Durations are strings. Webhooks are HMAC-SHA256 over
-"{timestamp}.{body}" when a webhook secret is configured (three documented payload shapes are
-accepted). See shared/reference/providers.md section 3.
+"{timestamp}.{body}" with the secret sent along with each create (three documented payload shapes
+are accepted); every webhook is verified. The secret is `KLINGBOT_EACHLABS_WEBHOOK_SECRET`, else
+derived from the API key (HMAC-SHA256 of a fixed label): the same after a restart and in every
+process sharing the key, without being stored anywhere. See shared/reference/providers.md
+section 3.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
+import secrets
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +40,7 @@ from bot.request import VideoRequest
 
 MODEL = "kling-v3-pro-text-to-video"
 IMAGE_MODEL = "kling-v3-pro-image-to-video"  # [?] a garbled copy of its page; fal's schema
+DERIVED_SECRET_LABEL = b"klingbot/eachlabs/webhook-secret/v1"
 
 STATES = {
     "created": ProviderState.QUEUED,
@@ -102,8 +110,16 @@ class EachLabsProvider(VideoProvider):
 
     @property
     def _secret(self) -> str:
+        """The webhook secret: the configured one, else the one derived from the API key."""
         secret = self.settings.webhook_secret
-        return secret.get_secret_value() if secret is not None else ""
+        configured = secret.get_secret_value() if secret is not None else ""
+        return configured or self._derived_secret
+
+    @functools.cached_property
+    def _derived_secret(self) -> str:
+        if not self.api_key:  # no key, no jobs: any secret will do, just not a guessable one
+            return secrets.token_hex(32)
+        return hmac.new(self.api_key.encode(), DERIVED_SECRET_LABEL, hashlib.sha256).hexdigest()
 
     async def submit(
         self,
@@ -125,8 +141,7 @@ class EachLabsProvider(VideoProvider):
         }
         if webhook_url:
             body["webhook_url"] = webhook_url
-            if self._secret:
-                body["webhook_secret"] = self._secret
+            body["webhook_secret"] = self._secret
         reply = await self.http.create(
             f"{self.settings.base_url}/prediction/",
             provider=self.name,
@@ -214,15 +229,14 @@ class EachLabsProvider(VideoProvider):
         return ProviderError(kind, message, provider=self.name, vendor_code=code)
 
     def parse_webhook(self, headers: Headers, body: bytes) -> WebhookEvent:
-        if self._secret:
-            verify_timestamped_hmac(
-                headers,
-                body,
-                self._secret,
-                now_s=self.now_s(),
-                tolerance_s=self.webhook_tolerance_s,
-                provider=self.name,
-            )
+        verify_timestamped_hmac(
+            headers,
+            body,
+            self._secret,
+            now_s=self.now_s(),
+            tolerance_s=self.webhook_tolerance_s,
+            provider=self.name,
+        )
         data = _json.loads_object(body)
         if data is None:
             raise WebhookParseError("webhook body is not a JSON object", provider=self.name)

@@ -8,9 +8,21 @@ WebhookRefused (http_status)           an inbound callback from a vendor that mu
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 from bot.errors import KlingbotError
+
+# The longest a vendor may make us wait ("Retry-After" and the like); a huge or infinite value
+# would otherwise stall that provider until a restart.
+MAX_RETRY_AFTER_S = 600.0
+
+
+def bounded_wait_s(seconds: float | None) -> float | None:
+    """A vendor's requested wait within [0, MAX_RETRY_AFTER_S] (None when absent or not a number)."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
 class ErrorKind(StrEnum):
@@ -56,7 +68,7 @@ class ProviderError(KlingbotError):
         self.detail = detail
         self.provider = provider
         self.status_code = status_code
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = bounded_wait_s(retry_after_s)
         self.vendor_code = vendor_code
         # True when a create may have reached the vendor although no answer came back.
         self.outcome_unknown = outcome_unknown

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.providers.errors import ErrorKind, ProviderError
+from bot.providers.errors import ErrorKind, ProviderError, bounded_wait_s
 
 MAX_REPLY_BYTES = 4 * 1024 * 1024
 LARGE_BODY_BYTES = 1024 * 1024  # aiohttp warns about sending larger bodies from memory at once
@@ -231,7 +231,12 @@ class ProviderHttp:
 def retry_after_s(
     headers: Mapping[str, str], text: str = "", *, now_s: float | None = None
 ) -> float | None:
-    """Seconds to wait, from Retry-After (seconds or date), a reset-at header, or the message."""
+    """Seconds to wait, from Retry-After (seconds or date), a reset-at header, or the message;
+    at most MAX_RETRY_AFTER_S."""
+    return bounded_wait_s(_requested_wait_s(headers, text, now_s))
+
+
+def _requested_wait_s(headers: Mapping[str, str], text: str, now_s: float | None) -> float | None:
     lower = {k.lower(): v for k, v in headers.items()}
     value = lower.get("retry-after")
     now = time.time() if now_s is None else now_s

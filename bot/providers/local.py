@@ -92,6 +92,10 @@ class LocalProvider(VideoProvider):
         self._webhooks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent)
 
+    @property
+    def files_dir(self) -> Path:
+        return self.work_dir
+
     def _path(self, job_id: str, suffix: str) -> Path:
         return self.work_dir / f"{job_id}{suffix}"
 

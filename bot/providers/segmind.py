@@ -291,6 +291,10 @@ class SegmindProvider(VideoProvider):
             self._work_dir = Path(tempfile.mkdtemp(prefix="klingbot-segmind-"))
         return self._work_dir
 
+    @property
+    def files_dir(self) -> Path | None:
+        return self._work_dir  # v1 clips are saved here (made on first use when not given)
+
     def _headers(self) -> dict[str, str]:
         return {"x-api-key": self.api_key, "Content-Type": "application/json"}
 

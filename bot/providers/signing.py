@@ -7,6 +7,10 @@
   ("v1,<base64>", several may be given separated by spaces).
 - fal: Ed25519 over "{request_id}\\n{user_id}\\n{timestamp}\\n{sha256_hex(body)}", hex signature,
   public keys from fal's JWKS (cached; refreshed when no key verifies).
+
+Header values are text that may hold any byte a client sent (aiohttp decodes them with
+surrogateescape), so everything signed or compared is turned into bytes first (`text_bytes`):
+a non-ASCII signature or id is a mismatch (401), never an exception.
 """
 
 from __future__ import annotations
@@ -35,14 +39,22 @@ def header(headers: Headers, name: str) -> str:
     return ""
 
 
+def text_bytes(value: str) -> bytes:
+    """`value` as bytes, for any str (lone surrogates included); never raises."""
+    return value.encode("utf-8", "surrogatepass")
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of two secrets (tokens, signatures) as bytes: any text works."""
+    return hmac.compare_digest(text_bytes(given), text_bytes(expected))
+
+
 def check_timestamp(value: str, now_s: float, tolerance_s: float, *, provider: str) -> int:
     """Parse a unix-seconds timestamp and refuse it if too old or too far ahead."""
-    try:
-        stamp = int(value.strip())
-    except ValueError:
-        raise WebhookAuthError(
-            "missing or malformed webhook timestamp", provider=provider
-        ) from None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 15:
+        raise WebhookAuthError("missing or malformed webhook timestamp", provider=provider)
+    stamp = int(text)
     if abs(now_s - stamp) > tolerance_s:
         raise WebhookAuthError(
             f"webhook timestamp is {int(now_s - stamp)} s off (replayed or clock skew)",
@@ -70,9 +82,9 @@ def verify_timestamped_hmac(
     check_timestamp(stamp, now_s, tolerance_s, provider=provider)
     given = signature.removeprefix("sha256=").strip().lower()
     expected = hmac.new(
-        secret.encode(), stamp.strip().encode() + b"." + body, hashlib.sha256
+        text_bytes(secret), text_bytes(stamp.strip()) + b"." + body, hashlib.sha256
     ).hexdigest()
-    if not hmac.compare_digest(given, expected):
+    if not same_secret(given, expected):
         raise WebhookAuthError("webhook signature does not match", provider=provider)
 
 
@@ -81,7 +93,7 @@ def standard_webhook_key(secret: str) -> bytes:
     try:
         return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
     except (binascii.Error, ValueError):
-        return secret.encode()
+        return text_bytes(secret)
 
 
 def verify_standard_webhook(
@@ -94,13 +106,13 @@ def verify_standard_webhook(
     if not webhook_id or not stamp or not signatures:
         raise WebhookAuthError("missing webhook-id/timestamp/signature headers", provider=provider)
     check_timestamp(stamp, now_s, tolerance_s, provider=provider)
-    message = f"{webhook_id}.{stamp}.".encode() + body
+    message = text_bytes(f"{webhook_id}.{stamp}.") + body
     expected = base64.b64encode(
         hmac.new(standard_webhook_key(secret), message, hashlib.sha256).digest()
     ).decode()
     for item in signatures.split():
         version, _, value = item.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
+        if version == "v1" and same_secret(value, expected):
             return webhook_id
     raise WebhookAuthError("webhook signature does not match", provider=provider)
 
@@ -157,7 +169,7 @@ def fal_message(headers: Headers, body: bytes) -> bytes:
         header(headers, "X-Fal-Webhook-Timestamp").strip(),
         hashlib.sha256(body).hexdigest(),
     ]
-    return "\n".join(parts).encode()
+    return text_bytes("\n".join(parts))
 
 
 def verify_fal(
