@@ -5,7 +5,7 @@ how hard each frame is to code and encodes the audio once to learn its exact siz
 pass spends exactly the bits that are left on the video. x264 lands the second pass within about
 a percent of its target, so the result fills the allowance to ``FILL_MIN``-100 % in one second
 pass; a miss is corrected with at most ``MAX_EXTRA_PASSES`` further second passes (the first
-pass's stats are reused).
+pass's stats are reused), and the largest attempt that fits is kept.
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ MAX_EXTRA_PASSES = 2  # second passes after the first one, to correct a miss
 CONTAINER_FIXED_BYTES = 4_096
 CONTAINER_BYTES_PER_PACKET = 16
 # x264 presets from slowest to fastest, with the encoding work (output pixels x frames) up to
-# which each is used: small outputs get a slower, better preset; a 1080p clip of 10 s or more
-# gets veryfast, the speed of the baseline (ffmpeg's two-pass veryfast).
-_PRESETS_BY_WORK = (
-    ("medium", 60_000_000),  # e.g. 5 s at 1280x720 or 15 s at 640x360, 24 fps
-    ("fast", 120_000_000),
-    ("faster", 240_000_000),  # e.g. 5 s at 1920x1080
-    ("veryfast", math.inf),
+# which each is used: small outputs get a slower, better preset; a 1080p clip of more than 5 s
+# gets veryfast, the speed of the baseline (ffmpeg's two-pass veryfast), with 3 reference frames
+# instead of 1 (+4 % CPU; +0.002 SSIM on bench/transcode.py's textured, grainy pan).
+_PRESETS_BY_WORK: tuple[tuple[str, str, float], ...] = (
+    ("medium", "", 60_000_000),  # e.g. 5 s at 1280x720 or 15 s at 640x360, 24 fps
+    ("fast", "", 120_000_000),
+    ("faster", "", 250_000_000),  # e.g. 5 s at 1920x1080
+    ("veryfast", "ref=3", math.inf),
 )
 _AAC_RATES_HZ = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
 
@@ -57,6 +58,7 @@ class Plan:
     height: int
     keep_audio: bool
     preset: str
+    x264_params: str  # on top of the preset
     video_bps: float  # the estimated video bitrate
     floor_bps: float  # the lowest video bitrate still worth encoding
 
@@ -113,27 +115,78 @@ def shrink_to_fit(src: Path, dst: Path, *, max_bytes: int, min_height: int = 240
         )
         video_bytes = max_bytes * AIM - overhead - first.audio_bytes
         video_bps = max(video_bytes * 8 / duration_s, floor_bps)
-        smallest = info.size_bytes
-        for _attempt in range(1 + MAX_EXTRA_PASSES):
-            result = _second_pass(src, tmp, stats, plan, video_bps)
-            smallest = min(smallest, result.size_bytes)
-            if FILL_MIN * max_bytes <= result.size_bytes <= max_bytes:
-                break
-            if result.size_bytes < max_bytes and video_bps <= floor_bps:
-                break  # fits; it is small because the quality floor is not reached
-            if result.size_bytes > max_bytes and video_bps <= floor_bps:
-                break  # already at the quality floor: a lower target will not help
-            # Scale the video budget by how far off this attempt was.
-            others = result.size_bytes - result.video_bytes
-            wanted = max_bytes * AIM - others
-            video_bps = max(video_bps * wanted / max(result.video_bytes, 1), floor_bps)
-        if smallest > max_bytes:
-            raise CannotFitError(max_bytes, smallest)
-        if result.size_bytes > max_bytes:  # an earlier pass fitted but was small: rare
-            result = _second_pass(src, tmp, stats, plan, floor_bps)
-            if result.size_bytes > max_bytes:
-                raise CannotFitError(max_bytes, result.size_bytes)
+        attempts: list[_Attempt] = []
+        try:
+            for _attempt in range(1 + MAX_EXTRA_PASSES):
+                out = temp_path_for(dst)
+                try:
+                    encoded = _second_pass(src, out, stats, plan, video_bps)
+                except _Refused:
+                    out.unlink(missing_ok=True)
+                    if _best(attempts, max_bytes) is not None:
+                        break
+                    smallest = min((a.encoded.size_bytes for a in attempts), default=None)
+                    raise CannotFitError(max_bytes, smallest or info.size_bytes) from None
+                attempts.append(_Attempt(video_bps, encoded, out))
+                best = _best(attempts, max_bytes)
+                if best is not None and best.encoded.size_bytes >= FILL_MIN * max_bytes:
+                    break
+                next_bps = _next_bps(attempts, max_bytes, floor_bps)
+                if next_bps is None:
+                    break
+                video_bps = next_bps
+            best = _best(attempts, max_bytes)
+            if best is None:
+                raise CannotFitError(max_bytes, min(a.encoded.size_bytes for a in attempts))
+            best.path.replace(tmp)
+        finally:
+            for attempt in attempts:
+                attempt.path.unlink(missing_ok=True)
     return probe(dst)
+
+
+class _Refused(Exception):
+    """x264 would not start the second pass at this bitrate (below what it can reach)."""
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    video_bps: float
+    encoded: _Encoded
+    path: Path
+
+
+def _best(attempts: list[_Attempt], max_bytes: int) -> _Attempt | None:
+    """The largest attempt that fits."""
+    fitting = [a for a in attempts if a.encoded.size_bytes <= max_bytes]
+    return max(fitting, key=lambda a: a.encoded.size_bytes, default=None)
+
+
+def _next_bps(attempts: list[_Attempt], max_bytes: int, floor_bps: float) -> float | None:
+    """The video bitrate of the next second pass, aiming at ``AIM`` of ``max_bytes``: between
+    the closest attempts on either side of it (linearly), else scaled from the last one; None
+    when another pass cannot help (the floor is reached, or x264 does not spend more bits)."""
+    target = max_bytes * AIM
+    below = [a for a in attempts if a.encoded.size_bytes <= target]
+    above = [a for a in attempts if a.encoded.size_bytes > target]
+    last = attempts[-1]
+    if below and above:
+        lo = max(below, key=lambda a: a.encoded.size_bytes)
+        hi = min(above, key=lambda a: a.encoded.size_bytes)
+        share = (target - lo.encoded.size_bytes) / (hi.encoded.size_bytes - lo.encoded.size_bytes)
+        next_bps = lo.video_bps + (hi.video_bps - lo.video_bps) * share
+    else:
+        others = last.encoded.size_bytes - last.encoded.video_bytes
+        scale = (target - others) / max(last.encoded.video_bytes, 1)
+        next_bps = last.video_bps * scale
+    next_bps = max(next_bps, floor_bps)
+    if next_bps <= floor_bps and last.video_bps <= floor_bps:
+        return None  # already at the quality floor
+    if below and not above and len(below) > 1:
+        grown = below[-1].encoded.size_bytes / below[-2].encoded.size_bytes
+        if below[-1].video_bps > below[-2].video_bps and grown < 1.01:
+            return None  # more bitrate bought no more bytes: x264 has what it needs
+    return next_bps
 
 
 def plan_for(info: MediaInfo, max_bytes: int, min_height: int = 240) -> Plan:
@@ -151,8 +204,8 @@ def plan_for(info: MediaInfo, max_bytes: int, min_height: int = 240) -> Plan:
     video_bps = max(usable_bits / duration_s - (AUDIO_BITRATE_BPS if keep_audio else 0), floor_bps)
     width, height = _choose_size(info, video_bps, fps, min_height)
     work = width * height * n_frames
-    preset = next(name for name, most in _PRESETS_BY_WORK if work <= most)
-    return Plan(width, height, keep_audio, preset, video_bps, floor_bps)
+    preset, params = next((name, params) for name, params, most in _PRESETS_BY_WORK if work <= most)
+    return Plan(width, height, keep_audio, preset, params, video_bps, floor_bps)
 
 
 def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -179,8 +232,11 @@ def _stats_file(dst: Path) -> Iterator[Path]:
             stats.with_name(stats.name + suffix).unlink(missing_ok=True)
 
 
-def _video_options(plan: Plan, stats: Path) -> dict[str, str]:
-    return {"preset": plan.preset, "stats": str(stats), "fastfirstpass": "1"}
+def _video_options(plan: Plan, stats: Path, *, second: bool) -> dict[str, str]:
+    options = {"preset": plan.preset, "stats": str(stats), "fastfirstpass": "1"}
+    if second and plan.x264_params:  # (x264-params would override the fast first pass)
+        options["x264-params"] = plan.x264_params
+    return options
 
 
 def _first_pass(src: Path, stats: Path, plan: Plan, video_bps: float) -> _FirstPass:
@@ -193,7 +249,7 @@ def _first_pass(src: Path, stats: Path, plan: Plan, video_bps: float) -> _FirstP
             encoder = av.CodecContext.create("libx264", "w")
             _configure_video(encoder, in_video, plan, video_bps)
             encoder.flags |= Flags.pass1
-            encoder.options = _video_options(plan, stats)
+            encoder.options = _video_options(plan, stats, second=False)
             in_audio = inp.streams.audio[0] if plan.keep_audio and inp.streams.audio else None
             audio = _audio_encoder(in_audio) if in_audio is not None else None
             audio_encode = audio.encode if audio is not None else None
@@ -222,7 +278,11 @@ def _second_pass(src: Path, dst: Path, stats: Path, plan: Plan, video_bps: float
             out_video = out.add_stream("libx264", rate=rate)
             _configure_video(out_video.codec_context, in_video, plan, video_bps)
             out_video.codec_context.flags |= Flags.pass2
-            out_video.codec_context.options = _video_options(plan, stats)
+            out_video.codec_context.options = _video_options(plan, stats, second=True)
+            try:
+                out_video.codec_context.open()
+            except av.FFmpegError as exc:  # x264: "requested bitrate is too low"
+                raise _Refused(str(exc)) from exc
             in_audio = inp.streams.audio[0] if plan.keep_audio and inp.streams.audio else None
             audio_encode = None
             if in_audio is not None:

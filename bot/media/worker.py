@@ -85,6 +85,7 @@ class Transcoder:
                     return await asyncio.wrap_future(future)
                 except BrokenProcessPool as error:
                     self._discard(pool)
+                    _remove_leftovers(dst)
                     raise MediaError(f"the re-encoder of {src.name} stopped: {error}") from error
             finally:
                 self.running -= 1
@@ -128,6 +129,12 @@ async def _settle(hook: asyncio.Task[None], src: Path) -> None:
         await hook
     except Exception:
         log.warning("the start hook of the re-encode of %s failed", src.name, exc_info=True)
+
+
+def _remove_leftovers(dst: Path) -> None:
+    """The temporary files a killed worker left beside `dst` (never `dst` itself)."""
+    for leftover in dst.parent.glob(f".{dst.name}.*"):
+        leftover.unlink(missing_ok=True)
 
 
 def _lower_priority() -> None:
