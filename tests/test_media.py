@@ -604,3 +604,24 @@ def test_transcode_concurrency_setting() -> None:
     assert Settings(_env_file=None, transcode_concurrency=3).transcode_concurrency == 3
     with pytest.raises(ValidationError, match="transcode_concurrency"):
         Settings(_env_file=None, transcode_concurrency=0)
+
+
+async def test_transcoder_close_abandons_a_reencode_cleanly(
+    tmp_path: Path, noisy_clip: Path
+) -> None:
+    transcoder = Transcoder(1)
+    started = asyncio.Event()
+
+    async def on_start() -> None:
+        started.set()
+
+    dst = tmp_path / "fitted.mp4"
+    dst.write_bytes(b"before")
+    job = asyncio.create_task(
+        transcoder.shrink(noisy_clip, dst, max_bytes=300_000, on_start=on_start)
+    )
+    await started.wait()
+    await asyncio.to_thread(transcoder.close)
+    with pytest.raises(MediaError, match="stopped"):
+        await job
+    assert only_file(tmp_path) == ["fitted.mp4"] and dst.read_bytes() == b"before"

@@ -127,6 +127,9 @@ def shrink_to_fit(src: Path, dst: Path, *, max_bytes: int, min_height: int = 240
                         break
                     smallest = min((a.encoded.size_bytes for a in attempts), default=None)
                     raise CannotFitError(max_bytes, smallest or info.size_bytes) from None
+                except BaseException:
+                    out.unlink(missing_ok=True)
+                    raise
                 attempts.append(_Attempt(video_bps, encoded, out))
                 best = _best(attempts, max_bytes)
                 if best is not None and best.encoded.size_bytes >= FILL_MIN * max_bytes:

@@ -56,6 +56,7 @@ class Transcoder:
         self.peak_running = 0
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._in_flight: set[Path] = set()  # destinations being written by a worker
         # One semaphore per event loop (the bot has one; tests start many).
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self._slots = weakref.WeakKeyDictionary()
@@ -81,6 +82,9 @@ class Transcoder:
             try:
                 pool = self._executor()
                 future = pool.submit(_shrink_in_worker, src, dst, max_bytes)
+                with self._lock:
+                    self._in_flight.add(dst)
+                future.add_done_callback(lambda _: self._done(dst))
                 try:
                     return await asyncio.wrap_future(future)
                 except BrokenProcessPool as error:
@@ -93,11 +97,26 @@ class Transcoder:
                     await _settle(hook, src)
 
     def close(self) -> None:
-        """Stop the workers (a clip being re-encoded is abandoned; its output was a temp file)."""
+        """Stop the workers now. A clip being re-encoded is abandoned: its temporary files are
+        removed and its destination is left as it was (the next start re-encodes it)."""
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            in_flight = list(self._in_flight)
+        if pool is None:
+            return
+        # (Python 3.14 has terminate_workers(); shutdown() forgets the processes.)
+        processes = list((pool._processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+        for dst in in_flight:
+            _remove_leftovers(dst)
+
+    def _done(self, dst: Path) -> None:
+        with self._lock:
+            self._in_flight.discard(dst)
 
     def _slot(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
