@@ -7,6 +7,7 @@ the pipeline, close providers, sessions and the database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from bot.gc_pacer import GcPacer
+from bot.media import Transcoder
 from bot.pipeline import (
     DeliverySink,
     JobObserver,
@@ -42,6 +44,7 @@ class Runtime:
     service: Pipeline
     web: WebServer | None
     gc_pacer: GcPacer = field(default_factory=GcPacer)
+    transcoder: Transcoder = field(default_factory=Transcoder)  # re-encodes to fit upload limits
 
     async def start(self) -> None:
         await self.service.start()
@@ -120,11 +123,13 @@ async def open_runtime(
                 settings.http_port,
                 idle_timeout_s=settings.http_idle_timeout_s,
             )
-        runtime = Runtime(settings, db, session, providers, service, web)
+        transcoder = Transcoder(settings.transcode_concurrency)
+        runtime = Runtime(settings, db, session, providers, service, web, transcoder=transcoder)
         try:
             yield runtime
         finally:
             await runtime.stop()
+            await asyncio.to_thread(transcoder.close)
     finally:
         for provider in providers.values():
             await provider.close()

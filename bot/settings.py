@@ -182,6 +182,7 @@ class Settings(BaseSettings):
     webhook_tolerance_s: int = Field(default=300, ge=1)
     delivery_max_attempts: int = Field(default=5, ge=1)
     default_upload_limit_mb: int = Field(default=10, ge=1)
+    transcode_concurrency: int = Field(default=1, ge=1, le=16)  # re-encodes running at once
     media_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
     media_max_total_mb: int = Field(default=10_000, ge=1)
     status_edit_interval_s: float = Field(default=5.0, ge=0)

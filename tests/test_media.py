@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import filecmp
+import os
 import pickle
+import signal
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,17 +18,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from pydantic import ValidationError
 
 from bot.media import (
     CannotFitError,
     MediaError,
     MediaInfo,
+    Transcoder,
     probe,
     render_preview,
     shrink_to_fit,
 )
 from bot.media import render as render_module
+from bot.media import transcode as transcode_module
+from bot.pipeline import fit_clip
+from bot.pipeline.delivery import FittedClip
+from bot.settings import Settings
 
+MIB = 1024 * 1024
 PROMPT = "A red fox trots through a snowy birch forest at dawn, low sun, cinematic, 35mm film"
 
 
@@ -78,29 +88,45 @@ def only_file(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
-def make_noisy_clip(path: Path, *, width: int, height: int, duration_s: float, fps: int) -> None:
-    """A deliberately large H.264/AAC clip: scrolling random noise at a low CRF."""
+def make_noisy_clip(
+    path: Path,
+    *,
+    width: int,
+    height: int,
+    duration_s: float,
+    fps: int,
+    audio: bool = True,
+    block_px: int = 1,
+) -> None:
+    """A deliberately large H.264 (+ AAC) clip: scrolling random noise (in blocks of `block_px`
+    pixels, coarser noise is cheaper to encode) at a low CRF."""
     rng = np.random.default_rng(7)
     n_frames = round(duration_s * fps)
     with av.open(str(path), mode="w") as out:
         video = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "16"})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        audio = out.add_stream("aac", rate=48_000)
-        audio.layout = "stereo"
-        noise = rng.integers(0, 256, (height * 3 // 2, width), dtype=np.uint8)
+        audio_stream = out.add_stream("aac", rate=48_000) if audio else None
+        if audio_stream is not None:
+            audio_stream.layout = "stereo"
+        rows, cols = -(-height * 3 // 2 // block_px), -(-width // block_px)
+        coarse = rng.integers(0, 256, (rows, cols), np.uint8)
+        noise = np.repeat(np.repeat(coarse, block_px, axis=0), block_px, axis=1)
+        noise = noise[: height * 3 // 2, :width]
         for i in range(n_frames):
             frame = av.VideoFrame.from_ndarray(np.roll(noise, 7 * i, axis=1), format="yuv420p")
             frame.pts, frame.time_base = i, Fraction(1, fps)
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
+        if audio_stream is None:
+            return
         total = round(duration_s * 48_000)
         for start in range(0, total, 1024):
             n = min(1024, total - start)
             samples = (rng.standard_normal((2, n)) * 0.1).astype(np.float32)
             chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
             chunk.sample_rate, chunk.pts, chunk.time_base = 48_000, start, Fraction(1, 48_000)
-            out.mux(audio.encode(chunk))
-        out.mux(audio.encode(None))
+            out.mux(audio_stream.encode(chunk))
+        out.mux(audio_stream.encode(None))
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +393,235 @@ def test_shrink_rejects_bad_arguments(tmp_path: Path, noisy_clip: Path) -> None:
     with pytest.raises(MediaError, match="not found"):
         shrink_to_fit(tmp_path / "missing.mp4", tmp_path / "x.mp4", max_bytes=1000)
     assert only_file(tmp_path) == []
+
+
+# --- two-pass fitting: every output under the limit, full, with the source's duration and aspect
+
+
+def assert_fitted(src: Path, dst: Path, max_bytes: int, *, fill_min: float = 0.95) -> MediaInfo:
+    """`dst` is at most `max_bytes` and at least `fill_min` of it, and plays end to end with the
+    duration (within 0.1 s) and aspect ratio (within a pixel of rounding) of `src`."""
+    source, info = probe(src), probe(dst)
+    assert fill_min * max_bytes <= info.size_bytes == dst.stat().st_size <= max_bytes
+    decoded = decode(dst)
+    assert abs(decoded.duration_s - source.duration_s) <= 0.1
+    assert abs(info.duration_s - source.duration_s) <= 0.1
+    assert decoded.n_frames == round(source.duration_s * source.fps)
+    aspect = source.width / source.height
+    assert abs(info.width / info.height - aspect) <= aspect * 2 / min(info.width, info.height)
+    assert info.width % 2 == 0 and info.height % 2 == 0
+    return info
+
+
+def test_shrink_fills_the_allowance(tmp_path: Path, noisy_clip: Path) -> None:
+    for max_bytes in (400_000, 1_500_000):
+        dst = tmp_path / f"fit-{max_bytes}.mp4"
+        info = shrink_to_fit(noisy_clip, dst, max_bytes=max_bytes)
+        assert_fitted(noisy_clip, dst, max_bytes)
+        assert info.has_audio
+    assert only_file(tmp_path) == ["fit-1500000.mp4", "fit-400000.mp4"]  # no stats left
+
+
+def test_shrink_clip_without_audio(tmp_path: Path) -> None:
+    src = tmp_path / "silent.mp4"
+    make_noisy_clip(src, width=320, height=240, duration_s=2, fps=24, audio=False)
+    assert not probe(src).has_audio
+    dst = tmp_path / "fit.mp4"
+    info = shrink_to_fit(src, dst, max_bytes=200_000)
+    assert_fitted(src, dst, 200_000)
+    assert not info.has_audio and decode(dst).audio_streams == 0
+
+
+def test_shrink_portrait_fills_and_keeps_aspect(tmp_path: Path) -> None:
+    src = tmp_path / "portrait.mp4"
+    make_noisy_clip(src, width=360, height=640, duration_s=2, fps=24)
+    dst = tmp_path / "fit.mp4"
+    info = shrink_to_fit(src, dst, max_bytes=300_000)
+    assert_fitted(src, dst, 300_000)
+    assert info.height > info.width and info.has_audio
+
+
+def test_shrink_1080p_to_1_mib_scales_down(tmp_path: Path) -> None:
+    """1 MiB cannot keep 1080p for a 5 s clip: the frame is scaled down (aspect kept, short
+    side at least 240) and the result still fills the allowance."""
+    src = tmp_path / "big.mp4"
+    make_noisy_clip(src, width=1920, height=1080, duration_s=5, fps=24, block_px=8)
+    assert probe(src).size_bytes > MIB
+    dst = tmp_path / "fit.mp4"
+    info = shrink_to_fit(src, dst, max_bytes=MIB)
+    assert_fitted(src, dst, MIB)
+    assert 240 <= info.height < 1080 and info.width < 1920
+    assert info.has_audio
+
+
+def test_shrink_rejects_files_that_are_not_videos(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_bytes(b"just some notes, not a video\n" * 2000)
+    image = tmp_path / "still.png"
+    Image.new("RGB", (640, 360), (200, 30, 30)).save(image)
+    for src in (text, image):
+        with pytest.raises(MediaError, match=src.name):
+            shrink_to_fit(src, tmp_path / "out.mp4", max_bytes=1000)
+    assert only_file(tmp_path) == ["notes.mp4", "still.png"]
+
+
+def test_plan_picks_slower_presets_for_less_work() -> None:
+    def info(width: int, height: int, duration_s: float) -> MediaInfo:
+        return MediaInfo(duration_s, width, height, 24.0, True, "h264", "aac", 10**9)
+
+    big = transcode_module.plan_for(info(1920, 1080, 15), 10 * MIB)
+    assert (big.width, big.height, big.preset, big.keep_audio) == (1920, 1080, "veryfast", True)
+    small = transcode_module.plan_for(info(1920, 1080, 15), MIB)
+    assert small.preset == "fast" and small.height < 1080
+    assert abs(small.width / small.height - 16 / 9) < 0.02
+    short = transcode_module.plan_for(info(1280, 720, 5), MIB // 2)
+    assert short.preset == "medium" and short.height < 720
+    tiny = transcode_module.plan_for(info(1920, 1080, 15), 40_000)  # audio would starve video
+    assert not tiny.keep_audio and (tiny.width, tiny.height) == (426, 240)
+
+
+# --- Transcoder and fit_clip: worker processes, a concurrency limit, the fitting hook ---------
+
+
+@pytest.fixture(scope="module")
+def tiny_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("tiny")
+    paths = [folder / f"tiny-{n}.mp4" for n in range(3)]
+    for path in paths:
+        make_noisy_clip(path, width=160, height=96, duration_s=1, fps=24)
+    return paths
+
+
+async def test_transcoder_concurrency_limit_holds(tmp_path: Path, tiny_clips: list[Path]) -> None:
+    for limit in (1, 2):
+        transcoder = Transcoder(limit)
+        try:
+            results = await asyncio.gather(
+                *(
+                    transcoder.shrink(src, tmp_path / f"{limit}-{src.name}", max_bytes=60_000)
+                    for src in tiny_clips
+                )
+            )
+        finally:
+            transcoder.close()
+        assert transcoder.peak_running == limit and transcoder.running == 0
+        assert len({r.pid for r in results}) <= limit  # no more worker processes than the limit
+        assert all(r.pid != os.getpid() for r in results)  # and not this process
+        for result in results:  # at no worker's start were `limit` others still running
+            overlapping = [
+                other
+                for other in results
+                if other is not result and other.started_ns <= result.started_ns < other.ended_ns
+            ]
+            assert len(overlapping) < limit
+            assert result.info.size_bytes <= 60_000 and result.cpu_s > 0
+
+
+async def test_transcoder_rejects_bad_limit() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        Transcoder(0)
+
+
+async def test_transcoder_passes_errors_and_survives_a_killed_worker(
+    tmp_path: Path, tiny_clips: list[Path], noisy_clip: Path
+) -> None:
+    transcoder = Transcoder(1)
+    try:
+        not_video = tmp_path / "notes.mp4"
+        not_video.write_bytes(b"not a video\n" * 100)
+        with pytest.raises(MediaError, match=r"notes\.mp4"):
+            await transcoder.shrink(not_video, tmp_path / "a.mp4", max_bytes=1000)
+        with pytest.raises(CannotFitError) as excinfo:
+            await transcoder.shrink(tiny_clips[0], tmp_path / "b.mp4", max_bytes=2_000)
+        assert excinfo.value.max_bytes == 2_000
+
+        started = asyncio.Event()
+
+        async def kill_worker() -> None:
+            started.set()
+
+        dst = tmp_path / "killed.mp4"
+        job = asyncio.create_task(
+            transcoder.shrink(noisy_clip, dst, max_bytes=300_000, on_start=kill_worker)
+        )
+        await started.wait()
+        pool = transcoder._pool
+        assert pool is not None
+        while not pool._processes:  # the worker is started by the submission
+            await asyncio.sleep(0.01)
+        for process in list(pool._processes.values()):
+            assert process.pid is not None
+            os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(MediaError, match="stopped"):
+            await job
+        assert only_file(tmp_path) == ["notes.mp4"]  # no partial output, no stats
+
+        again = await transcoder.shrink(tiny_clips[1], tmp_path / "c.mp4", max_bytes=60_000)
+        assert again.info.size_bytes <= 60_000
+    finally:
+        transcoder.close()
+
+
+async def test_fit_clip_hook_runs_only_for_a_reencode(
+    tmp_path: Path, tiny_clips: list[Path]
+) -> None:
+    transcoder = Transcoder(1)
+    calls: list[int] = []
+
+    async def on_fitting() -> None:
+        calls.append(transcoder.running)
+
+    src = tiny_clips[2]
+    fitted = tmp_path / "fitted" / "clip-60000.mp4"
+    try:
+        as_is = await fit_clip(
+            src, src.stat().st_size, fitted, transcoder=transcoder, on_fitting=on_fitting
+        )
+        assert as_is == FittedClip(src, False) and calls == [] and not fitted.exists()
+
+        made = await fit_clip(src, 60_000, fitted, transcoder=transcoder, on_fitting=on_fitting)
+        assert made == FittedClip(fitted, True) and calls == [1]
+        assert_fitted(src, fitted, 60_000, fill_min=0.0)
+        mtime = fitted.stat().st_mtime_ns
+
+        # After a restart the fitted copy is reused: no re-encode, no hook.
+        again = await fit_clip(src, 60_000, fitted, transcoder=transcoder, on_fitting=on_fitting)
+        assert again == FittedClip(fitted, True) and calls == [1]
+        assert fitted.stat().st_mtime_ns == mtime
+
+        async def failing_hook() -> None:
+            raise RuntimeError("status edit failed")
+
+        other = tmp_path / "fitted" / "clip-50000.mp4"
+        still = await fit_clip(src, 50_000, other, transcoder=transcoder, on_fitting=failing_hook)
+        assert still == FittedClip(other, True) and other.stat().st_size <= 50_000
+    finally:
+        transcoder.close()
+
+
+def test_transcode_concurrency_setting() -> None:
+    assert Settings(_env_file=None).transcode_concurrency == 1
+    assert Settings(_env_file=None, transcode_concurrency=3).transcode_concurrency == 3
+    with pytest.raises(ValidationError, match="transcode_concurrency"):
+        Settings(_env_file=None, transcode_concurrency=0)
+
+
+async def test_transcoder_close_abandons_a_reencode_cleanly(
+    tmp_path: Path, noisy_clip: Path
+) -> None:
+    transcoder = Transcoder(1)
+    started = asyncio.Event()
+
+    async def on_start() -> None:
+        started.set()
+
+    dst = tmp_path / "fitted.mp4"
+    dst.write_bytes(b"before")
+    job = asyncio.create_task(
+        transcoder.shrink(noisy_clip, dst, max_bytes=300_000, on_start=on_start)
+    )
+    await started.wait()
+    await asyncio.to_thread(transcoder.close)
+    with pytest.raises(MediaError, match="stopped"):
+        await job
+    assert only_file(tmp_path) == ["fitted.mp4"] and dst.read_bytes() == b"before"

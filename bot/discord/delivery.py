@@ -63,7 +63,7 @@ class DiscordSink:
         target = self.bot.service.media.fitted_path(job.id, limit_bytes)
         budget = limit_bytes - min(ENVELOPE_BYTES, limit_bytes // 20)
         try:
-            fitted = await fit_clip(clip, budget, target)
+            fitted = await fit_clip(clip, budget, target, transcoder=self.bot.runtime.transcoder)
         except (CannotFitError, MediaError) as error:
             if not link:
                 raise DeliveryError(
