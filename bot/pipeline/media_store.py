@@ -53,7 +53,7 @@ class MediaStore:
     def prepare(self) -> None:
         """Create the media folders readable by the bot's user only (0700; existing ones are
         tightened): clips, re-encoded copies, images and the providers' work files live below."""
-        for folder in (self.root, self.clips_dir, self.root / "fitted", self.images_dir):
+        for folder in (self.root, self.clips_dir, self.root / "fitted"):
             folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             if folder.stat().st_mode & 0o077:
                 folder.chmod(DIR_MODE)
@@ -77,6 +77,7 @@ class MediaStore:
 
         The same image is stored once; its retention counts from its latest use.
         """
+        self.images_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         path = save_image(self.images_dir, image)
         os.utime(path)
         return path
