@@ -214,6 +214,11 @@ class Database:
         """Raise DatabaseUnavailable unless a write transaction can be opened and committed."""
         await self.write_statement("UPDATE db_heartbeat SET at_ms = ?", (self.clock.now_ms(),))
 
+    async def set_query_only(self, on: bool) -> None:
+        """Refuse (or allow again) every write, as SQLite does for a file that became read-only
+        under the running process: for maintenance, and to rehearse that failure."""
+        await self._writer.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
     async def _run_writer(self) -> None:
         while True:
             batch = [await self._queue.get()]

@@ -545,13 +545,10 @@ async def test_transcoder_passes_errors_and_survives_a_killed_worker(
             transcoder.shrink(noisy_clip, dst, max_bytes=300_000, on_start=kill_worker)
         )
         await started.wait()
-        pool = transcoder._pool
-        assert pool is not None
-        while not pool._processes:  # the worker is started by the submission
+        while not transcoder.worker_pids():  # the worker is started by the submission
             await asyncio.sleep(0.01)
-        for process in list(pool._processes.values()):
-            assert process.pid is not None
-            os.kill(process.pid, signal.SIGKILL)
+        for pid in transcoder.worker_pids():
+            os.kill(pid, signal.SIGKILL)
         with pytest.raises(MediaError, match="stopped"):
             await job
         assert only_file(tmp_path) == ["notes.mp4"]  # no partial output, no stats

@@ -351,10 +351,10 @@ async def test_read_only_database_fails_closed(tmp_path: Path, double: DiscordDo
         async with running_bot(double, settings) as run:
             await run.fund(ALICE, 200)
             # what SQLite does when the file becomes read-only under a running process
-            await run.service.db._writer.execute("PRAGMA query_only = ON")
+            await run.service.db.set_query_only(True)
             text = await video(run, ALICE, duration=5)
             assert "database can't be written" in text and "nothing was charged" in text
             assert vendor.creates == 0
             assert await run.service.jobs.by_user(GUILD, ALICE) == []
-            await run.service.db._writer.execute("PRAGMA query_only = OFF")
+            await run.service.db.set_query_only(False)
             assert await run.available(ALICE) == 200

@@ -477,7 +477,7 @@ async def test_local_restart_mid_render_completes_once(
     async with pipeline(tmp_path, second_factory, default_provider="local") as p:
         assert second[0] is not first[0]
         done = await p.wait_for_state(job.id, JobState.DELIVERED, timeout_s=15)
-        assert vendor_id in second[0]._renders, "the new provider rendered the job again"
+        assert second[0].render_task(vendor_id) is not None, "the new provider rendered it again"
         assert done.provider_job_id == vendor_id and done.submit_attempts == 1
         size = (p.sink.out_dir / f"{job.id}.mp4").stat().st_size
         await assert_delivered_once(p, done, LOCAL_COST, size)

@@ -23,10 +23,10 @@ def test_webhook_without_a_configured_secret_is_verified_with_the_derived_one() 
     body = b'{"exec_id": "p9", "status": "failed", "output": "", "error": "boom"}'
     with pytest.raises(WebhookAuthError):
         provider.parse_webhook({}, body)  # unsigned: refused, not trusted to the URL token
-    derived = provider._secret
+    derived = provider.webhook_secret
     assert len(derived) == 64 and derived != API_KEY
     same_key = EachLabsProvider(EachLabsSettings(api_key=SecretStr(API_KEY)), NO_HTTP)
-    assert same_key._secret == derived, "every process with the key derives the same secret"
+    assert same_key.webhook_secret == derived, "every process with the key derives the same secret"
     event = provider.parse_webhook(EachLabsDouble.sign(derived, body, now), body)
     assert event.provider_job_id == "p9" and event.status is not None
     assert event.status.state is ProviderState.FAILED

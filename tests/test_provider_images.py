@@ -443,7 +443,8 @@ async def test_local_renders_the_image_panning(http: ProviderHttp, tmp_path: Pat
         sub = await provider.submit(
             request, webhook_url=None, images=inputs(portrait, portrait_end)
         )
-        task = provider._renders[sub.job.id]
+        task = provider.render_task(sub.job.id)
+        assert task is not None
         await task
         status = await provider.poll(sub.job)
         assert status.state is ProviderState.SUCCEEDED and status.video_url
@@ -462,12 +463,16 @@ async def test_local_renders_the_image_panning(http: ProviderHttp, tmp_path: Pat
 async def test_local_restarted_render_finds_its_image(http: ProviderHttp, tmp_path: Path) -> None:
     provider = LocalProvider(LocalSettings(render_s=0), http, work_dir=tmp_path)
     sub = await provider.submit(request_for(), webhook_url=None, images=inputs())
-    provider._renders[sub.job.id].cancel()
+    interrupted = provider.render_task(sub.job.id)
+    assert interrupted is not None
+    interrupted.cancel()
     await provider.close()
     restarted = LocalProvider(LocalSettings(render_s=0), http, work_dir=tmp_path)
     try:
         assert (await restarted.poll(sub.job)).state is ProviderState.RUNNING  # renders again
-        await restarted._renders[sub.job.id]
+        again = restarted.render_task(sub.job.id)
+        assert again is not None
+        await again
         assert (await restarted.poll(sub.job)).state is ProviderState.SUCCEEDED
     finally:
         await restarted.close()

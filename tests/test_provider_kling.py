@@ -412,7 +412,7 @@ def test_reply_reader_raises_only_provider_errors(status: int, body: bytes, code
         reply = HttpReply(status, {}, raw, "kling")
         failed: ProviderError | None = None
         try:
-            provider._data(reply, creating=True)
+            provider.read_reply(reply, creating=True)
         except ProviderError as error:
             failed = error
         if status >= 300:

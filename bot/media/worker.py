@@ -96,6 +96,13 @@ class Transcoder:
                 if hook is not None:
                     await _settle(hook, src)
 
+    def worker_pids(self) -> list[int]:
+        """The worker processes running now (none before the first re-encode)."""
+        pool = self._pool
+        if pool is None:
+            return []
+        return [p.pid for p in (pool._processes or {}).values() if p.pid is not None]
+
     def close(self) -> None:
         """Stop the workers now. A clip being re-encoded is abandoned: its temporary files are
         removed and its destination is left as it was (the next start re-encodes it)."""

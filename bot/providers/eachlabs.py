@@ -109,7 +109,7 @@ class EachLabsProvider(VideoProvider):
         return {"X-API-Key": self.api_key, "Content-Type": "application/json"}
 
     @property
-    def _secret(self) -> str:
+    def webhook_secret(self) -> str:
         """The webhook secret: the configured one, else the one derived from the API key."""
         secret = self.settings.webhook_secret
         configured = secret.get_secret_value() if secret is not None else ""
@@ -141,7 +141,7 @@ class EachLabsProvider(VideoProvider):
         }
         if webhook_url:
             body["webhook_url"] = webhook_url
-            body["webhook_secret"] = self._secret
+            body["webhook_secret"] = self.webhook_secret
         reply = await self.http.create(
             f"{self.settings.base_url}/prediction/",
             provider=self.name,
@@ -232,7 +232,7 @@ class EachLabsProvider(VideoProvider):
         verify_timestamped_hmac(
             headers,
             body,
-            self._secret,
+            self.webhook_secret,
             now_s=self.now_s(),
             tolerance_s=self.webhook_tolerance_s,
             provider=self.name,

@@ -242,7 +242,7 @@ class KlingProvider(VideoProvider):
             headers=self._headers(),
             json_body=body,
         )
-        data = self._data(reply, creating=True)
+        data = self.read_reply(reply, creating=True)
         job_id = _json.text(data.get("task_id")) if isinstance(data, dict) else None
         if not isinstance(data, dict) or not job_id:
             raise ProviderError(
@@ -278,7 +278,7 @@ class KlingProvider(VideoProvider):
             provider=self.name,
             headers=self._headers(),
         )
-        data = self._data(reply, creating=False)
+        data = self.read_reply(reply, creating=False)
         task_id = _json.text(data.get("task_id")) if isinstance(data, dict) else None
         if not isinstance(data, dict) or not task_id:
             raise ProviderError(
@@ -299,7 +299,7 @@ class KlingProvider(VideoProvider):
             provider=self.name,
             headers=self._headers(),
         )
-        data = self._data(reply, creating=False)
+        data = self.read_reply(reply, creating=False)
         if not isinstance(data, dict):
             raise ProviderError(
                 ErrorKind.UNKNOWN,
@@ -364,7 +364,7 @@ class KlingProvider(VideoProvider):
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _data(self, reply: HttpReply, *, creating: bool) -> Any:
+    def read_reply(self, reply: HttpReply, *, creating: bool) -> Any:
         """`data` of a reply whose code is 0; else the mapped ProviderError."""
         envelope = _json.loads_object(reply.body)
         code = _code(envelope)

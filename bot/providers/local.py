@@ -96,6 +96,10 @@ class LocalProvider(VideoProvider):
     def files_dir(self) -> Path:
         return self.work_dir
 
+    def render_task(self, job_id: str) -> asyncio.Task[None] | None:
+        """The render running (or run) in this process for a job, if any."""
+        return self._renders.get(job_id)
+
     def _path(self, job_id: str, suffix: str) -> Path:
         return self.work_dir / f"{job_id}{suffix}"
 
