@@ -5,6 +5,9 @@ fits the channel's upload limit, re-encoded to fit otherwise, or linked when it 
 If the channel refuses (missing permission, deleted channel) the clip goes to the requester by
 direct message instead, and the job records that. A message nonce derived from the job id lets
 Discord drop a duplicate post after a crash between posting and recording it.
+
+The same fitting gives a kept clip privately to the member who presses Get the clip
+(`hand_over`), for a clip that could not be posted or whose message is gone.
 """
 
 from __future__ import annotations
@@ -56,6 +59,28 @@ class DiscordSink:
         return await self._post_fitted(
             job, clip, job.upload_limit_bytes, link, partial(self._post_in_dm, job, reason=reason)
         )
+
+    async def hand_over(
+        self, interaction: discord.Interaction[Any], job: Job, clip: Path, *, link: str | None
+    ) -> Delivered:
+        """Give the kept clip privately to whoever pressed Get the clip: an ephemeral follow-up
+        of the (deferred) `interaction`, fitted to the upload limit there, or the link when it
+        cannot fit. DeliveryError when neither can be done."""
+        limit_bytes = interaction.filesize_limit or job.upload_limit_bytes
+
+        async def post(attachment: Path | None, via: str, note: str | None) -> Delivered:
+            payload = self._payload(job, attachment, note, via == "link")
+            payload["content"] = f"Here is the clip of job `{job.id}` (only you can see this)."
+            del payload["view"]  # Delete and the others act on public messages
+            message = await interaction.followup.send(ephemeral=True, wait=True, **payload)
+            return Delivered(via, message.id, detail=f"privately to {interaction.user.id}")
+
+        try:
+            return await self._post_fitted(job, clip, limit_bytes, link, post)
+        except discord.HTTPException as error:
+            raise DeliveryError(
+                f"Discord refused the clip ({error.status}); please try again in a minute."
+            ) from error
 
     async def _post_fitted(
         self, job: Job, clip: Path, limit_bytes: int, link: str | None, post: Post
