@@ -1,14 +1,16 @@
-"""/jobs list, /jobs cancel and /queue."""
+"""/jobs list (with a Get the clip button for each charged job whose clip is kept), /jobs cancel
+and /queue."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.buttons import cancel_job
+from bot.discord.buttons import CLIP_STATES, ClipButton, cancel_job, view_of
 from bot.discord.checks import is_moderator
 from bot.discord.render import STATE_LINES, clip, request_of, ts
 from bot.errors import NotFound
@@ -33,6 +35,8 @@ class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"
             where = f" · [clip](https://discord.com/channels/{job.guild_id}/{job.channel_id}/{job.result_message_id})"
         elif job.state is JobState.DELIVERED and job.delivered_via == "dm":
             where = " · sent by DM"
+        elif job.state is JobState.DELIVERY_FAILED:
+            where = " · **Get the clip** below"
         link = self.bot.service.media.link(job) if job.media_path else None
         if link:
             where += f" · [download]({link})"
@@ -52,7 +56,21 @@ class Jobs(commands.GroupCog, group_name="jobs", group_description="Your videos"
             return
         lines = [await self.line(job) for job in jobs]
         embed = discord.Embed(title="Your recent videos", description="\n".join(lines)[:4000])
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        clips = [job for job in jobs if await self.clip_kept(job)]
+        if clips:
+            buttons = [ClipButton(job.id, label=f"Get the clip {job.id}") for job in clips]
+            await interaction.response.send_message(
+                embed=embed, view=view_of(*buttons), ephemeral=True
+            )
+        else:
+            await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    async def clip_kept(self, job: Job) -> bool:
+        """A charged job whose clip can still be had (a clip not posted is always kept)."""
+        if job.state is JobState.DELIVERY_FAILED:
+            return True
+        clip = self.bot.service.media.clip_path(job.id)
+        return job.state in CLIP_STATES and await asyncio.to_thread(clip.exists)
 
     @app_commands.command(
         name="cancel", description="Cancel one of your videos that isn't finished"

@@ -129,6 +129,8 @@ class Database:
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._commits = 0
+        self._committed = asyncio.Event()
 
     @classmethod
     async def open(
@@ -193,6 +195,18 @@ class Database:
 
     # -- writes --------------------------------------------------------------------------------
 
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since the database was opened."""
+        return self._commits
+
+    async def next_commit(self, after: int) -> int:
+        """Wait until more than `after` transactions have committed; return how many have (for
+        whoever watches the data change: tests, tools)."""
+        while self._commits <= after:
+            await self._committed.wait()
+        return self._commits
+
     async def write(self, fn: WriteFn[T]) -> T:
         """Run `fn(tx)` atomically in the next group commit; return its result once durable."""
         return await self._submit(_Write(self._new_future(), fn=fn))  # type: ignore[no-any-return]
@@ -243,6 +257,10 @@ class Database:
             committed = await self._run_in_transaction(batch, tx)
         finally:
             tx.run_after_commit(committed)
+            if committed:
+                self._commits += 1
+                self._committed.set()
+                self._committed = asyncio.Event()
 
     async def _run_in_transaction(self, batch: list[_Write], tx: Tx) -> bool:
         """Run `batch` between BEGIN and COMMIT, settle every caller's future; True if committed.

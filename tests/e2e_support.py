@@ -19,6 +19,7 @@ from bot.settings import LocalSettings, Settings
 from storage import AccountRef, Clock, Job, JobState, OffsetClock
 from tests.discord_double import DiscordDouble, DoubleInteraction, Message, patch_discord_py
 from tests.provider_support import free_port
+from tests.waits import until_stored
 
 APP_ID = 900_000_000_000_000_001
 BOT_ID = 900_000_000_000_000_002
@@ -106,12 +107,15 @@ class Running:
         return jobs[0]  # type: ignore[no-any-return]
 
     async def wait_state(self, job_id: str, *states: JobState, timeout_s: float = 30.0) -> Job:
-        for _ in range(int(timeout_s / 0.05)):
-            job = await self.service.jobs.get(job_id)
-            if job.state in states:
-                return job  # type: ignore[no-any-return]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"job {job_id} stayed {job.state.value}, wanted {states}")
+        """The job once it is in one of `states` (looked at again after every commit)."""
+
+        async def arrived() -> Job | None:
+            job: Job = await self.service.jobs.get(job_id)
+            return job if job.state in states else None
+
+        return await until_stored(
+            self.service.db, arrived, timeout_s=timeout_s, what=f"job {job_id} reached {states}"
+        )
 
     async def result_message(
         self, job: Job, channel_id: int = CHANNEL, timeout_s: float = 10.0

@@ -29,6 +29,7 @@ from bot.providers import ProviderHttp, VideoProvider
 from bot.web.app import WebServer, build_app
 from storage import Clock, Database, Job, JobState, Ledger, OffsetClock
 from tests.provider_support import free_port
+from tests.waits import until_stored
 
 ProviderFactory = Callable[[ProviderHttp], dict[str, VideoProvider]]
 
@@ -67,14 +68,19 @@ class Harness:
         return self.web.url
 
     async def wait_for_state(self, job_id: str, *states: JobState, timeout_s: float = 20.0) -> Job:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
+        """The job once it is in one of `states` (looked at again after every commit)."""
+
+        async def arrived() -> Job | None:
             job = await self.service.jobs.get(job_id)
-            if job.state in states:
-                return job
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"job {job_id} is {job.state.value}, not {states}")
-            await asyncio.sleep(0.02)
+            return job if job.state in states else None
+
+        last = await self.service.jobs.get(job_id)
+        return await until_stored(
+            self.db,
+            arrived,
+            timeout_s=timeout_s,
+            what=f"job {job_id} ({last.state.value} when the wait began) reached {states}",
+        )
 
     async def wait_until(self, condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
         """Wait until `condition()` holds (checked every 20 ms)."""

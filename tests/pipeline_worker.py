@@ -4,7 +4,7 @@
 
 It runs the real Pipeline against the EachLabs double whose URL the config names, and
 delivers into a folder, appending one line per delivery to deliveries.log (so a test can count
-them). Delivery waits until the config's gate file exists. With "stage": "after_reserve" it
+them). Without the gate file, delivery never comes: the test kills the process while it waits. With "stage": "after_reserve" it
 submits one job and SIGKILLs itself right after the hold is committed, before anything else runs.
 """
 
@@ -35,8 +35,8 @@ class GatedSink:
         self.gate = gate
 
     async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
-        while not await asyncio.to_thread(self.gate.exists):
-            await asyncio.sleep(0.02)
+        if not await asyncio.to_thread(self.gate.exists):
+            await asyncio.Event().wait()  # held here until the test kills this process
         self.out_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(shutil.copyfile, clip, self.out_dir / f"{job.id}.mp4")
         with (self.out_dir / "deliveries.log").open("a") as log:

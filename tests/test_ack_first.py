@@ -27,8 +27,11 @@ async def test_work_waits_until_every_acknowledgement_is_sent() -> None:
     await asyncio.sleep(0)
     assert gate.in_flight == 1
     work_task = asyncio.create_task(work())
-    await asyncio.sleep(0.05)
-    assert order == []  # the work is held back while the acknowledgement is in flight
+    for _ in range(100):  # let the work run up to its turn (loop steps, not time)
+        if gate.waiting:
+            break
+        await asyncio.sleep(0)
+    assert gate.waiting == 1 and order == []  # held back while the acknowledgement is in flight
     release.set()
     await asyncio.gather(ack_task, work_task)
     assert order == ["ack", "work"] and gate.in_flight == 0

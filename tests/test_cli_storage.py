@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.migrations_on_disk import migration_versions
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,12 +29,13 @@ def klingbot(*args: str, db_path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_db_upgrade_then_audit(tmp_path: Path) -> None:
     db_path = tmp_path / "k.db"
-    latest = max(int(p.name[:4]) for p in (ROOT / "storage" / "migrations").glob("[0-9]*.sql"))
+    versions = migration_versions()
     first = klingbot("db", "upgrade", db_path=db_path)
     assert first.returncode == 0, first.stderr
-    assert f"Applied migrations {', '.join(map(str, range(1, latest + 1)))};" in first.stdout
+    applied = ", ".join(map(str, versions))
+    assert f"Applied migrations {applied}; schema is at version {versions[-1]}." in first.stdout
     second = klingbot("db", "upgrade", db_path=db_path)
-    assert f"up to date (schema version {latest})" in second.stdout
+    assert f"up to date (schema version {versions[-1]})" in second.stdout
     audit = klingbot("ledger", "audit", db_path=db_path)
     assert audit.returncode == 0 and "result: OK" in audit.stdout
 

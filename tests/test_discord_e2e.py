@@ -84,7 +84,7 @@ async def test_video_from_command_to_clip_in_channel(tmp_path: Path, double: Dis
         ]
         assert await run.available(ALICE) == 160
         status = next(m for m in double.messages(CHANNEL) if m.id == job.status_message_id)
-        assert status.embeds[0]["title"].startswith("✅ Done")
+        await double.wait_for(lambda: status.embeds[0]["title"].startswith("✅ Done"))  # edited
         assert status.components == [] or all(not row["components"] for row in status.components)
 
 

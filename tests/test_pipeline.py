@@ -16,9 +16,10 @@ from bot.pipeline import Actor
 from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
-from storage import AccountRef, InsufficientCredits, JobState, OffsetClock
+from storage import AccountRef, InsufficientCredits, Job, JobState, OffsetClock
 from tests.pipeline_support import Harness, ProviderFactory, member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
+from tests.waits import until_stored
 
 SECRET = "whsec-pipeline"
 REQUEST = {"prompt": "a red fox running through snow", "duration_s": 5}
@@ -48,12 +49,13 @@ async def fund(p: Harness, user: int = 7, amount: int = 200) -> None:
     await p.ledger.issue_to_member(1, user, amount, key=f"seed:{user}:{amount}")
 
 
-async def created_job(double: EachLabsDouble, timeout_s: float = 5.0) -> str:
-    for _ in range(int(timeout_s / 0.02)):
-        if double.jobs:
-            return next(iter(double.jobs))
-        await asyncio.sleep(0.02)
-    raise AssertionError("the provider never received a create")
+async def created_job(p: Harness, job_id: str) -> str:
+    """The vendor's id of the job, once the answer to its create is recorded."""
+
+    async def recorded() -> str | None:
+        return (await p.service.jobs.get(job_id)).provider_job_id
+
+    return await until_stored(p.db, recorded, timeout_s=5, what="the provider got the create")
 
 
 # -- the two paths to delivered ---------------------------------------------------------------
@@ -68,7 +70,7 @@ async def test_webhook_path_delivers_with_one_capture(
         await fund(p)
         receipt = await p.service.submit(member(), REQUEST)
         assert (receipt.cost, receipt.payer, receipt.available_after) == (COST, "member", 160)
-        vendor_id = await created_job(double)
+        vendor_id = await created_job(p, receipt.job.id)
         vendor_job = double.jobs[vendor_id]
         assert vendor_job.webhook_url == f"{p.url}/webhooks/eachlabs/{receipt.job.webhook_token}"
         polls_before = vendor_job.polls
@@ -108,7 +110,7 @@ async def test_webhook_responses(tmp_path: Path, double: EachLabsDouble) -> None
     ) as p:
         await fund(p)
         receipt = await p.service.submit(member(), REQUEST)
-        vendor_job = double.jobs[await created_job(double)]
+        vendor_job = double.jobs[await created_job(p, receipt.job.id)]
         vendor_job.script = ["succeeded"]
         url = f"{p.url}/webhooks/eachlabs/{receipt.job.webhook_token}"
         body = double.webhook_body(vendor_job)
@@ -161,9 +163,16 @@ async def test_unknown_create_outcome_is_settled_by_the_webhook(
         await fund(p)
         double.next_create("reset")
         receipt = await p.service.submit(member(), REQUEST)
-        await asyncio.sleep(0.5)
+
+        async def outcome_recorded() -> Job | None:
+            job = await p.service.jobs.get(receipt.job.id)
+            return job if job.error_kind else None
+
+        await until_stored(p.db, outcome_recorded, timeout_s=10, what="the lost answer noted")
+        await p.service.next_dispatch_round()  # one that could have sent the create again
         job = await p.service.jobs.get(receipt.job.id)
         assert job.state is JobState.SUBMITTED and job.provider_job_id is None
+        assert receipt.job.id not in p.service.creates_in_flight()
         assert double.creates == 1
         # the vendor did create it; its webhook arrives later
         body = json.dumps(
@@ -204,7 +213,7 @@ async def test_provider_failure_voids_the_hold(
         await fund(p)
         double.default_script = ["created", "running", "failed"]
         receipt = await p.service.submit(member(), REQUEST)
-        vendor_job = double.jobs[await created_job(double)]
+        vendor_job = double.jobs[await created_job(p, receipt.job.id)]
         vendor_job.error_code, vendor_job.error = code, message
         job = await p.wait_for_state(receipt.job.id, JobState.FAILED)
         assert job.error_kind == kind and job.error_message
@@ -272,6 +281,7 @@ async def test_provider_never_answers_hold_expires(tmp_path: Path, double: EachL
             "pending",
             "expire",
         ]
+        await p.service.settle_due()  # the expiry's own last step: cancel at the vendor
         assert double.jobs[job.provider_job_id or ""].cancelled, "cancelled at the vendor too"
 
 
@@ -293,10 +303,11 @@ async def test_late_success_is_delivered_and_charged_if_covered(
         await fund(p, amount=COST)
         double.default_script = ["created", "processing"]
         receipt = await p.service.submit(member(), REQUEST)
-        vendor_job = double.jobs[await created_job(double)]
+        vendor_job = double.jobs[await created_job(p, receipt.job.id)]
         clock.advance(seconds=601)
         p.service.poke(receipt.job.id)
         await p.wait_for_state(receipt.job.id, JobState.EXPIRED)
+        await p.service.settle_due()  # the expiry has asked the vendor to cancel
         vendor_job.cancelled = False  # the vendor could not stop it
         if not covered:  # the member spent the returned credits meanwhile
             await p.ledger.revoke(1, 7, COST, key="spent-elsewhere")

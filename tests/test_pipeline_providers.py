@@ -37,6 +37,7 @@ from tests.provider_doubles.fal import FalDouble, FalJob
 from tests.provider_doubles.segmind import API_KEY as SEGMIND_KEY
 from tests.provider_doubles.segmind import SegmindDouble
 from tests.provider_support import free_port
+from tests.waits import until_counted, until_stored
 
 REQUEST = {"prompt": "a red fox running through snow", "duration_s": 5}
 COST = 40  # 5 s x 8 credits (fal and Segmind resolve to 1080p, multiplier 1)
@@ -61,20 +62,17 @@ async def balance(p: Harness) -> tuple[int, int]:
 
 async def tracked(p: Harness, job_id: str, timeout_s: float = 5.0) -> Job:
     """Wait until the vendor's job id is recorded (the create's answer was handled)."""
-    for _ in range(int(timeout_s / 0.02)):
+
+    async def recorded() -> Job | None:
         job = await p.service.jobs.get(job_id)
-        if job.provider_job_id:
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} never got a provider job id")
+        return job if job.provider_job_id else None
+
+    return await until_stored(p.db, recorded, timeout_s=timeout_s, what="a provider job id")
 
 
-async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition never became true")
+async def until_checked(p: Harness, check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait until `check()` holds, looking again after each job check the pipeline finishes."""
+    await until_counted(p.service.checks_done, check, timeout_s=timeout_s, what="the condition")
 
 
 def sample(p: Harness, name: str, **labels: str) -> float:
@@ -110,10 +108,11 @@ async def assert_delivered_once(p: Harness, job: Job, cost: int, size: int) -> N
     assert report.ok, report
 
 
-async def created(double: VendorDouble, timeout_s: float = 5.0) -> str:
-    await until(lambda: bool(double.jobs), timeout_s)
-    [vendor_id] = double.jobs
-    return vendor_id
+async def created(p: Harness, job_id: str, double: VendorDouble) -> str:
+    """The vendor's id of the job, once the answer to its create is recorded."""
+    job = await tracked(p, job_id)
+    assert job.provider_job_id in double.jobs
+    return job.provider_job_id or ""
 
 
 # -- fal: signed Ed25519 webhooks ----------------------------------------------------------------
@@ -190,7 +189,7 @@ async def test_fal_forged_webhook_is_refused_and_duplicates_are_no_ops(
         forged = fal_double.sign(body, vendor_job.id, now_s(), key=Ed25519PrivateKey.generate())
         status, reply = await post(p, url, body, forged)
         assert status == 401 and reply["ok"] is False
-        await asyncio.sleep(0.5)
+        await p.service.settle_due()  # whatever the webhook could have asked for has run
         job = await p.service.jobs.get(receipt.job.id)
         assert job.state is JobState.SUBMITTED, "a forged webhook moves nothing"
         assert (vendor_job.polls, status_checks(p, "fal")) == (0, 0)
@@ -208,7 +207,7 @@ async def test_fal_forged_webhook_is_refused_and_duplicates_are_no_ops(
             200,
             {"ok": True, "reason": "duplicate"},
         )
-        await asyncio.sleep(0.5)
+        await p.service.settle_due()
         assert (vendor_job.polls, status_checks(p, "fal")) == (1, 1)
         assert webhooks(p, "fal", "accepted") == 1 and webhooks(p, "fal", "duplicate") == 2
         await assert_delivered_once(
@@ -281,7 +280,7 @@ async def test_segmind_failed_job_voids_the_hold(
         await fund(p)
         segmind_double.default_script = ["queued", "running", "failed"]
         receipt = await p.service.submit(member(), REQUEST)
-        vendor_id = await created(segmind_double)
+        vendor_id = await created(p, receipt.job.id, segmind_double)
         segmind_double.jobs[vendor_id].error = "the model crashed"
         job = await p.wait_for_state(receipt.job.id, JobState.FAILED)
         assert job.error_kind == "unknown"
@@ -329,13 +328,13 @@ async def test_segmind_expired_record_polls_until_the_deadline_then_expires(
         segmind_double.default_script = ["queued", "running"]
         receipt = await p.service.submit(member(), REQUEST)
         await p.wait_for_state(receipt.job.id, JobState.RUNNING)
-        vendor_id = await created(segmind_double)
+        vendor_id = await created(p, receipt.job.id, segmind_double)
         segmind_double.expired_requests.add(vendor_id)  # Segmind forgot the request: 404s
 
         def not_found() -> float:
             return sample(p, "klingbot_provider_errors_total", provider="segmind", kind="not_found")
 
-        await until(lambda: not_found() >= 3)
+        await until_checked(p, lambda: not_found() >= 3)
         job = await p.service.jobs.get(receipt.job.id)
         assert job.state is JobState.RUNNING, "a 404 does not end the job before its deadline"
         assert await balance(p) == (160, COST)
@@ -347,7 +346,8 @@ async def test_segmind_expired_record_polls_until_the_deadline_then_expires(
         assert await p.captures(job.id) == [] and p.sink.deliveries == []
         assert (await p.ledger.audit()).ok
         polls = segmind_double.jobs[vendor_id].polls
-        await asyncio.sleep(0.5)
+        clock.advance(seconds=60)  # past any poll the job could still have due...
+        await p.service.settle_due()  # ...and every check due by now has run
         assert segmind_double.jobs[vendor_id].polls == polls, "no more polls after expiry"
 
 
@@ -434,7 +434,7 @@ async def test_local_webhook_completes_the_job_behind_a_slow_proxy(tmp_path: Pat
         await fund(p)
         receipt = await p.service.submit(member(), LOCAL_REQUEST)
         await tracked(p, receipt.job.id)
-        await until(lambda: status_checks(p, "local") == 1, timeout_s=10)
+        await until_checked(p, lambda: status_checks(p, "local") == 1, timeout_s=10)
         assert webhooks(p, "local", "accepted") == 1
         job = await p.wait_for_state(receipt.job.id, JobState.DELIVERED, timeout_s=3)
         assert status_checks(p, "local") == 1

@@ -121,7 +121,8 @@ async def test_member_limits_live_queued_and_cooldown(tmp_path: Path) -> None:
             ]
             await p.wait_for_state(jobs[0].id, JobState.RUNNING)
             await p.wait_for_state(jobs[1].id, JobState.RUNNING)
-            await asyncio.sleep(0.5)  # free slots remain, but the member's third job waits
+            await p.service.next_dispatch_round()  # free slots remain, but the third job waits
+            assert p.service.creates_in_flight() == frozenset()
             states = [(await p.service.jobs.get(j.id)).state for j in jobs]
             assert states[:2] == [JobState.RUNNING, JobState.RUNNING]
             assert states[2:] == [JobState.QUEUED] * 5
@@ -267,9 +268,10 @@ async def test_jobs_waiting_for_a_create_slot_count_against_the_member_limit(
             first = (await p.service.submit(member(7), {"prompt": "a", "duration_s": 3})).job
             await p.wait_for_state(first.id, JobState.RUNNING)
             second = (await p.service.submit(member(7), {"prompt": "b", "duration_s": 3})).job
-            await asyncio.sleep(0.3)  # picked; waiting for the create slot, still queued
+            await p.service.next_dispatch_round()  # picked; waiting for the create slot, queued
+            assert second.id in p.service.creates_in_flight()
             third = (await p.service.submit(member(7), {"prompt": "c", "duration_s": 3})).job
-            await asyncio.sleep(0.3)  # another dispatch round
+            await p.service.next_dispatch_round()  # another round, which must not pick it
             in_flight = p.service.creates_in_flight()  # who is waiting for a create slot
             assert second.id in in_flight and third.id not in in_flight
             assert (await p.service.jobs.get(third.id)).state is JobState.QUEUED

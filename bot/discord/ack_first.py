@@ -18,12 +18,18 @@ class AckFirst:
     def __init__(self, max_wait_s: float = 0.5) -> None:
         self.max_wait_s = max_wait_s
         self._in_flight = 0
+        self._waiting = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        """Work held back right now (in `wait_turn`)."""
+        return self._waiting
 
     @contextlib.asynccontextmanager
     async def acknowledging(self) -> AsyncIterator[None]:
@@ -41,5 +47,9 @@ class AckFirst:
         """Return once no acknowledgement is in flight (or after `max_wait_s`)."""
         if self._idle.is_set():
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self.max_wait_s)
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.max_wait_s)
+        finally:
+            self._waiting -= 1

@@ -1,4 +1,5 @@
-"""Persistent buttons, and the ones on a job that exists: Cancel, Details, Delete, Approve, Deny.
+"""Persistent buttons, and the ones on a job that exists: Cancel, Details, Delete, Get the clip,
+Approve, Deny.
 
 Every klingbot button is a `DynamicItem` whose custom id, `kb:<action>:<id>`, names what it does
 and the job (or draft) it acts on, so it keeps working after a restart: all state comes from the
@@ -9,6 +10,8 @@ ask for a new video (Reroll, Remix, Confirm, Discard) live with that flow in vid
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -19,13 +22,18 @@ from bot.discord.modals import FieldsModal
 from bot.discord.modlog import log_moderation
 from bot.discord.render import LIVE_STATES, details_embed, who
 from bot.discord.tree import report_error
-from bot.errors import NotPermitted
-from storage import Job
+from bot.errors import NotFound, NotPermitted
+from storage import Job, JobState
 
 if TYPE_CHECKING:
     from bot.discord.client import KlingBot
 
+log = logging.getLogger(__name__)
+
 CUSTOM_ID = "kb:{action}:{ident}"
+# Charged jobs whose clip is kept: one that could not be posted, or one posted (its message may
+# have been deleted since).
+CLIP_STATES = frozenset({JobState.DELIVERED, JobState.DELIVERY_FAILED})
 
 
 def custom_id_template(action: str) -> str:
@@ -58,10 +66,10 @@ class KlingButton(
         super().__init_subclass__(template=custom_id_template(action))
         cls.action, cls.label, cls.style, cls.emoji = action, label, style, emoji
 
-    def __init__(self, ident: str) -> None:
+    def __init__(self, ident: str, *, label: str | None = None) -> None:
         super().__init__(
             discord.ui.Button(
-                label=self.label,
+                label=label or self.label,
                 style=self.style,
                 emoji=self.emoji,
                 custom_id=CUSTOM_ID.format(action=self.action, ident=ident),
@@ -126,7 +134,12 @@ class DetailsButton(
 ):
     async def pressed(self, interaction: discord.Interaction[Any], bot: KlingBot) -> None:
         job = await existing_job(bot, interaction, self.ident)
-        await interaction.response.send_message(embed=details_embed(job), ephemeral=True)
+        if job.state in CLIP_STATES:
+            await interaction.response.send_message(
+                embed=details_embed(job), view=view_of(ClipButton(job.id)), ephemeral=True
+            )
+        else:
+            await interaction.response.send_message(embed=details_embed(job), ephemeral=True)
 
 
 class DeleteButton(
@@ -143,6 +156,44 @@ class DeleteButton(
             await interaction.message.delete()
         await bot.service.retire_media(job.id)  # the clip's /media link goes with the message
         await interaction.response.send_message("Deleted.", ephemeral=True)
+
+
+async def give_clip(bot: KlingBot, interaction: discord.Interaction[Any], job_id: str) -> None:
+    """Hand the kept clip of a charged job privately to its requester or a moderator of its
+    server: the member can always get a clip they paid for, whether or not it was posted."""
+    actor = await actor_of(bot, interaction)
+    job = await bot.service.job_for(job_id, actor)
+    if interaction.user.id != job.user_id and not (actor.is_moderator or actor.is_owner):
+        raise NotPermitted(
+            "Only the member who asked for this video or a moderator can get its clip."
+        )
+    if job.state is JobState.SUCCEEDED:
+        raise NotFound(
+            f"The clip of job `{job.id}` is being saved and posted; try again in a minute."
+        )
+    if job.state not in CLIP_STATES:
+        raise NotFound(f"Job `{job.id}` has no clip ({job.state.value.replace('_', ' ')}).")
+    media = bot.service.media
+    clip = media.clip_path(job.id)
+    if not await asyncio.to_thread(clip.exists):
+        raise NotFound(
+            f"The clip of job `{job.id}` is no longer kept: clips are deleted"
+            f" {media.retention_text} after they are posted, or when their message is deleted."
+            " Reroll makes the video again (a new charge); if you never received it, a bot"
+            " owner can refund it with `/klingadmin refund`."
+        )
+    await interaction.response.defer(ephemeral=True, thinking=True)  # fitting may take a while
+    handed = await bot.sink.hand_over(interaction, job, clip, link=media.link(job))
+    log.info("clip of job %s given to %s (%s)", job.id, interaction.user.id, handed.via)
+
+
+class ClipButton(
+    KlingButton, action="clip", label="Get the clip", style=discord.ButtonStyle.primary, emoji="🎬"
+):
+    """On a clip that could not be posted (its status message), on Details and in /jobs list."""
+
+    async def pressed(self, interaction: discord.Interaction[Any], bot: KlingBot) -> None:
+        await give_clip(bot, interaction, self.ident)
 
 
 class ApproveButton(
@@ -197,8 +248,13 @@ class DenyButton(KlingButton, action="deny", label="Deny", style=discord.ButtonS
 
 
 def status_view(job: Job) -> discord.ui.View:
-    """Cancel while the job is live; no buttons afterwards (an empty view clears them)."""
-    return view_of(CancelButton(job.id)) if job.state in LIVE_STATES else view_of()
+    """Cancel while the job is live; Get the clip when it could not be posted; no buttons
+    otherwise (an empty view clears them)."""
+    if job.state in LIVE_STATES:
+        return view_of(CancelButton(job.id))
+    if job.state is JobState.DELIVERY_FAILED:
+        return view_of(ClipButton(job.id))
+    return view_of()
 
 
 def approval_view(job: Job) -> discord.ui.View:

@@ -18,7 +18,6 @@ from typing import Any
 import discord
 
 from bot.discord.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
-from bot.discord.delivery import DiscordSink
 from bot.discord.modlog import ModLogNotices
 from bot.errors import ConfigError
 from bot.pipeline import Delivered, DeliveryError
@@ -59,7 +58,7 @@ async def open_bot(
     bot = bot_cls(FrontConfig.from_settings(settings), start_pipeline=start_pipeline, **bot_options)
     async with open_runtime(
         settings,
-        delivery=DiscordSink(bot),
+        delivery=bot.sink,
         observers=[bot.status_messages, ModLogNotices(bot)],
         incident_handlers=[bot.report_incident],
         clock=clock,

@@ -25,11 +25,13 @@ from bot.discord.ack_first import AckFirst
 from bot.discord.buttons import (
     ApproveButton,
     CancelButton,
+    ClipButton,
     DeleteButton,
     DenyButton,
     DetailsButton,
     KlingButton,
 )
+from bot.discord.delivery import DiscordSink
 from bot.discord.modlog import post_log
 from bot.discord.status import StatusMessages
 from bot.discord.tree import KlingTree
@@ -54,6 +56,7 @@ DYNAMIC_ITEMS: tuple[type[KlingButton], ...] = (
     CancelButton,
     DetailsButton,
     DeleteButton,
+    ClipButton,
     ApproveButton,
     DenyButton,
     RerollButton,
@@ -129,6 +132,7 @@ class KlingBot(commands.Bot):
         self.config = config
         self.ack_first = AckFirst()
         self.status_messages = StatusMessages(self, config.status_edit_interval_s)
+        self.sink = DiscordSink(self)  # the pipeline's delivery sink; also Get the clip's
         self.start_pipeline = start_pipeline
 
     def attach(self, runtime: Runtime) -> None:

@@ -5,11 +5,16 @@ fits the channel's upload limit, re-encoded to fit otherwise, or linked when it 
 If the channel refuses (missing permission, deleted channel) the clip goes to the requester by
 direct message instead, and the job records that. A message nonce derived from the job id lets
 Discord drop a duplicate post after a crash between posting and recording it.
+
+The same fitting gives a kept clip privately to the member who presses Get the clip
+(`hand_over`), for a clip that could not be posted or whose message is gone.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,32 +34,71 @@ log = logging.getLogger(__name__)
 # Headroom under the limit for the multipart envelope around the file.
 ENVELOPE_BYTES = 64 * 1024
 
+# Posts a prepared clip (attachment or None for a link only, how, note) somewhere.
+Post = Callable[[Path | None, str, str | None], Awaitable[Delivered]]
+
 
 class DiscordSink:
     def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
 
     async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
-        attachment, via, note = await self._prepare(job, clip, job.upload_limit_bytes, link)
         try:
-            return await self._post_in_channel(job, attachment, via, note)
+            return await self._post_fitted(
+                job, clip, job.upload_limit_bytes, link, partial(self._post_in_channel, job)
+            )
         except discord.Forbidden as error:
             reason = f"the channel refused the post ({error.status} {error.code})"
         except discord.NotFound as error:
             reason = f"the channel is gone ({error.code})"
         except discord.HTTPException as error:
-            if error.status == 413 or error.code == 40005:
-                smaller = max(job.upload_limit_bytes // 2, 1024 * 1024)
-                attachment, via, note = await self._prepare(job, clip, smaller, link)
-                try:
-                    return await self._post_in_channel(job, attachment, via, note)
-                except discord.HTTPException as again:
-                    raise DeliveryError(f"Discord refused the upload: {again}") from again
             raise DeliveryError(
                 f"Discord answered {error.status}: {error.text or error}",
                 retryable=error.status >= 500 or error.status == 429,
             ) from error
-        return await self._post_in_dm(job, attachment, via, note, reason)
+        return await self._post_fitted(
+            job, clip, job.upload_limit_bytes, link, partial(self._post_in_dm, job, reason=reason)
+        )
+
+    async def hand_over(
+        self, interaction: discord.Interaction[Any], job: Job, clip: Path, *, link: str | None
+    ) -> Delivered:
+        """Give the kept clip privately to whoever pressed Get the clip: an ephemeral follow-up
+        of the (deferred) `interaction`, fitted to the upload limit there, or the link when it
+        cannot fit. DeliveryError when neither can be done."""
+        limit_bytes = interaction.filesize_limit or job.upload_limit_bytes
+
+        async def post(attachment: Path | None, via: str, note: str | None) -> Delivered:
+            payload = self._payload(job, attachment, note, via == "link")
+            payload["content"] = f"Here is the clip of job `{job.id}` (only you can see this)."
+            del payload["view"]  # Delete and the others act on public messages
+            message = await interaction.followup.send(ephemeral=True, wait=True, **payload)
+            return Delivered(via, message.id, detail=f"privately to {interaction.user.id}")
+
+        try:
+            return await self._post_fitted(job, clip, limit_bytes, link, post)
+        except discord.HTTPException as error:
+            raise DeliveryError(
+                f"Discord refused the clip ({error.status}); please try again in a minute."
+            ) from error
+
+    async def _post_fitted(
+        self, job: Job, clip: Path, limit_bytes: int, link: str | None, post: Post
+    ) -> Delivered:
+        """Fit the clip to `limit_bytes` (or link it) and `post` it; if Discord still finds the
+        file too large, fit it to half the limit and post once more."""
+        attachment, via, note = await self._prepare(job, clip, limit_bytes, link)
+        try:
+            return await post(attachment, via, note)
+        except discord.HTTPException as error:
+            if not (error.status == 413 or error.code == 40005):
+                raise
+        smaller = max(limit_bytes // 2, 1024 * 1024)
+        attachment, via, note = await self._prepare(job, clip, smaller, link)
+        try:
+            return await post(attachment, via, note)
+        except discord.HTTPException as again:
+            raise DeliveryError(f"Discord refused the upload: {again}") from again
 
     async def _prepare(
         self, job: Job, clip: Path, limit_bytes: int, link: str | None
@@ -107,7 +151,7 @@ class DiscordSink:
         return Delivered(via, message.id, detail=f"channel {job.channel_id}")
 
     async def _post_in_dm(
-        self, job: Job, attachment: Path | None, via: str, note: str | None, reason: str
+        self, job: Job, attachment: Path | None, via: str, note: str | None, *, reason: str
     ) -> Delivered:
         try:
             user = await self.bot.fetch_user(job.user_id)

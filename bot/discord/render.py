@@ -215,4 +215,7 @@ def receipt_text(receipt: Receipt) -> str:
     text = f"✅ Queued as job `{receipt.job.id}`: **{receipt.cost} credits** held from {source}."
     if left:
         text += f" {left} {receipt.available_after} credits available now."
-    return text + " You'll only be charged if the video is delivered."
+    return text + (
+        " They are charged when the clip is made, even if it can't be posted here (Get the clip"
+        " then gives it to you); a failure, cancellation or timeout returns them."
+    )

@@ -33,7 +33,7 @@ from bot.pipeline.settlement import Settlement
 from bot.pipeline.tasks import BackgroundTasks
 from bot.pipeline.tracker import Tracker
 from bot.pipeline.vendors import Vendors
-from bot.pipeline.waiting import wait_event
+from bot.pipeline.waiting import Tally, wait_event
 from bot.providers import ErrorKind, ProviderError
 from storage import Clock, Database, IllegalTransition, Job, JobState, JobStore, Tx
 
@@ -86,6 +86,8 @@ class Dispatcher:
         # their new place
         self._queue_moved: set[str] = set()
         events.listen(SLOT_EVENTS, lambda _job, _event: self.wake())
+        self.rounds = Tally()  # dispatch rounds finished
+        self._in_round = False
 
     def wake(self) -> None:
         """Run a dispatch round soon."""
@@ -99,15 +101,26 @@ class Dispatcher:
         """Jobs picked whose create has not finished (still queued in the database meanwhile)."""
         return frozenset(self._in_flight)
 
+    async def next_round(self) -> None:
+        """Wait for a whole dispatch round that starts after this call (tests, tools)."""
+        wanted = self.rounds.count + (2 if self._in_round else 1)
+        self.wake()
+        while self.rounds.count < wanted:
+            await self.rounds.past(self.rounds.count)
+
     async def run(self) -> None:
         """The dispatcher loop (a task of the facade)."""
         while True:
             await wait_event(self._wake, 1.0)
             self._wake.clear()
+            self._in_round = True
             try:
                 await self.dispatch_once()
             except Exception:
                 log.exception("dispatcher round failed")
+            finally:
+                self._in_round = False
+                self.rounds.add()
 
     async def dispatch_once(self) -> None:
         """Fill each provider's free slots from the queue, fairly between members."""

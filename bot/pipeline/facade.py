@@ -39,6 +39,7 @@ from bot.pipeline.sweeper import Sweeper
 from bot.pipeline.tasks import BackgroundTasks
 from bot.pipeline.tracker import Tracker
 from bot.pipeline.vendors import Vendors
+from bot.pipeline.waiting import Tally
 from bot.pipeline.webhooks import WebhookInbox
 from bot.pricing import PriceTable
 from bot.providers import VideoProvider
@@ -324,6 +325,21 @@ class Pipeline:
     def creates_in_flight(self) -> frozenset[str]:
         """Jobs picked by the dispatcher whose create has not finished."""
         return self._dispatcher.in_flight()
+
+    @property
+    def checks_done(self) -> Tally:
+        """Job checks (a status poll, a completion step) finished so far; wait on it to see
+        the next one end (tests, tools)."""
+        return self._scheduler.done
+
+    async def settle_due(self) -> None:
+        """Wait until every job check due now (a webhook's poke included) has run to its end."""
+        await self._scheduler.settle_due()
+
+    async def next_dispatch_round(self) -> None:
+        """Wait for a whole dispatch round that starts after this call: whatever the queue
+        allows by now has been picked."""
+        await self._dispatcher.next_round()
 
     def subscribe(self, observer: JobObserver) -> None:
         """Watch job events (a front end that comes and goes, like the CLI's progress bar)."""

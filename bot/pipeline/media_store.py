@@ -35,6 +35,11 @@ class MediaStore:
         """The checked images of image-to-video jobs, kept under their sha256."""
         return self.root / "images"
 
+    @property
+    def retention_text(self) -> str:
+        """How long media is kept, in words ("7 days")."""
+        return _period(self.retention_s)
+
     def clip_path(self, job_id: str) -> Path:
         """The original clip as downloaded from the provider."""
         return self.clips_dir / f"{job_id}.mp4"

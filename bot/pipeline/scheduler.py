@@ -15,7 +15,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
-from bot.pipeline.waiting import wait_event
+from bot.pipeline.waiting import Tally, wait_event
 from storage import Clock
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class Scheduler:
         self._again: set[str] = set()
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self.passes = Tally()  # passes of the loop over what is due
+        self.done = Tally()  # callbacks finished
 
     def __len__(self) -> int:
         return len(self._due)
@@ -103,6 +105,7 @@ class Scheduler:
                 self._running[key] = asyncio.get_running_loop().create_task(
                     self._call(key), name=f"{self._name}:{key}"
                 )
+            self.passes.add()
             if self._heap and len(self._running) < self._concurrency:
                 sleep_s = min(self._max_sleep_s, max(0.0, (self._heap[0][0] - now) / 1000))
             else:
@@ -124,3 +127,16 @@ class Scheduler:
                 self._again.discard(key)
                 self.schedule(key, self._clock.now_ms())
             self._wake.set()
+            self.done.add()
+
+    async def settle_due(self) -> None:
+        """Wait until what is due now (pokes included) has been run to its end, and nothing
+        runs: a positive sign that whatever was asked for by now has happened (tests, tools)."""
+        while True:
+            start = self.passes.count
+            self._wake.set()
+            await self.passes.past(start)  # a pass that began after this point
+            if not self._running:
+                return
+            while self._running:
+                await self.done.past(self.done.count)
