@@ -5,6 +5,8 @@ Every subcommand checks at run time that the caller is a moderator (Manage Serve
 server's moderator role); Discord's default permissions (Manage Server) only decide who sees the
 command, and a server's admins can show it to the moderator role in Server Settings >
 Integrations.
+
+Why one module of this length: it is one command group (`/pool`, with its subgroups); Discord requires a group's commands on one class.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ durable. Each write runs in its own SAVEPOINT (or is a single statement, which S
 by itself), so one refused write never undoes another in the same batch.
 
 Reads go through a separate connection and see only committed data (WAL).
+
+Why one module of this length: the group-commit writer, its batching and its failure rules only make sense read together.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
 A state change is a compare-and-set: it only happens from a state that allows it, so a webhook and
 the poller racing to record the same outcome cannot both win. The database refuses illegal
 transitions too (trigger `jobs_legal_transition`), and every change appends a job event.
+
+Why one module of this length: every SQL statement about jobs lives here, next to the state machine it enforces.
 """
 
 from __future__ import annotations

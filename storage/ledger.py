@@ -12,6 +12,8 @@ Money flows:
 
 Every movement has an idempotency key. Reusing a key with the same fields returns the original
 entry; reusing it with different fields raises IdempotencyConflict.
+
+Why one module of this length: every ledger movement's SQL lives here, next to the rules the database enforces for it.
 """
 
 from __future__ import annotations

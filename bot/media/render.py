@@ -5,6 +5,8 @@ two moving discs and a progress bar, under a text overlay (label and prompt)
 that is rasterised once with Pillow and alpha-blended per frame.
 `render_image_preview` animates an image instead: a slow pan across it (and a
 cross-fade into the end image when one is given), under the label and counter.
+
+Why one module of this length: the offline renderer draws frames, text and audio for both text and image previews with shared helpers.
 """
 
 from __future__ import annotations

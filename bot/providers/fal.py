@@ -40,6 +40,8 @@ Uncertain points [?] of shared/reference/providers.md section 6, and what this a
   it is a setting (`KLINGBOT_FAL_JWKS_URL`), default the documented one.
 - URLs the vendor returns are used only on the base URL's origin (scheme, host and port), so the
   API key is never sent anywhere else; otherwise the app-keyed URL is built from the request id.
+
+Why one module of this length: it is one vendor's whole wire format (queue API, key rotation, Ed25519 webhooks), as for every other adapter.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ Where the docs are uncertain [?]:
   without shots is `multi_shot: true, shot_type: "intelligence"` with the prompt.
 - The image-to-video prompt is optional (as in the older I2V docs).
 - An image URL is sent when the bot serves the image publicly; otherwise base64.
+
+Why one module of this length: it is one vendor's whole wire format (JWT, bodies, codes, callbacks), as for every other adapter.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ Where the docs are uncertain [?]:
   cap), credits/balance → OUT_OF_FUNDS, another message → INVALID_INPUT (a value rejected before
   the run), no message → OUT_OF_FUNDS (the seed's meaning). Create 404/405/410 → UNKNOWN (no such
   model / retired: not a job the vendor lost).
+
+Why one module of this length: one vendor with two APIs (async v2 and synchronous v1 with its fallback), both needed.
 """
 
 from __future__ import annotations
