@@ -83,8 +83,10 @@ async def test_video_from_command_to_clip_in_channel(tmp_path: Path, double: Dis
             "post",
         ]
         assert await run.available(ALICE) == 160
-        status = next(m for m in double.messages(CHANNEL) if m.id == job.status_message_id)
-        assert status.embeds[0]["title"].startswith("✅ Done")
+        status = await double.wait_for_message(  # the final edit follows the clip
+            CHANNEL,
+            lambda m: m.id == job.status_message_id and m.embeds[0]["title"].startswith("✅ Done"),
+        )
         assert status.components == [] or all(not row["components"] for row in status.components)
 
 

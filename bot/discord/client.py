@@ -31,6 +31,7 @@ from bot.discord.buttons import (
     KlingButton,
 )
 from bot.discord.modlog import post_log
+from bot.discord.pacing import Pacer, PacingLimits
 from bot.discord.status import StatusMessages
 from bot.discord.tree import KlingTree
 from bot.discord.video_requests import ConfirmButton, DiscardButton, RemixButton, RerollButton
@@ -114,8 +115,12 @@ class KlingBot(commands.Bot):
         config: FrontConfig,
         *,
         start_pipeline: bool = True,
+        pacing: PacingLimits | None = None,
         **options: Any,
     ) -> None:
+        # Every post and edit in a channel goes through the pacer, which sees all of
+        # discord.py's requests and their rate-limit headers through the trace.
+        self.pacer = Pacer(pacing)
         intents = discord.Intents.none()
         intents.guilds = True  # channels and roles; no privileged intents
         super().__init__(
@@ -124,11 +129,12 @@ class KlingBot(commands.Bot):
             help_command=None,
             tree_cls=KlingTree,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            http_trace=self.pacer.trace_config(),
             **options,
         )
         self.config = config
         self.ack_first = AckFirst()
-        self.status_messages = StatusMessages(self, config.status_edit_interval_s)
+        self.status_messages = StatusMessages(self, self.pacer, config.status_edit_interval_s)
         self.start_pipeline = start_pipeline
 
     def attach(self, runtime: Runtime) -> None:
@@ -172,7 +178,7 @@ class KlingBot(commands.Bot):
         """Stop taking work, finish what is in flight, then disconnect."""
         if self.start_pipeline:
             await self.runtime.stop()
-            await self.status_messages.close()
+        await self.pacer.close()  # sends what is waiting first (a few seconds at most)
         await super().close()
 
     def is_owner_id(self, user_id: int) -> bool:
