@@ -1,4 +1,4 @@
-"""The pacer (bot/discord/pacing.py): the schedule driven by an injected clock (properties: never
+"""The pacer (bot/discord/pacing.py, bot/discord/rate_limits.py): the schedule driven by an injected clock (properties: never
 more requests per window than the limit, per channel and globally, at whatever moment between
 start and answer Discord counts them; the latest state of every job is sent; final states go
 ahead of progress), the headers it learns from, and the pacer itself on the event loop against a
@@ -17,9 +17,9 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.discord.pacing import (
+from bot.discord.pacing import Pacer
+from bot.discord.rate_limits import (
     Gauge,
-    Pacer,
     PacingLimits,
     Priority,
     RateLimitHeaders,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.discord.pacing import PacingLimits, Window
+from bot.discord.rate_limits import PacingLimits, Window
 from bot.discord.render import STATE_LINES
 from bot.settings import EachLabsSettings
 from storage import Job, JobState

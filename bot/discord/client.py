@@ -31,7 +31,8 @@ from bot.discord.buttons import (
     KlingButton,
 )
 from bot.discord.modlog import post_log
-from bot.discord.pacing import Pacer, PacingLimits
+from bot.discord.pacing import Pacer
+from bot.discord.rate_limits import PacingLimits
 from bot.discord.status import StatusMessages
 from bot.discord.tree import KlingTree
 from bot.discord.video_requests import ConfirmButton, DiscardButton, RemixButton, RerollButton

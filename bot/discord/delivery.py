@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.discord.pacing import Priority
+from bot.discord.rate_limits import Priority
 from bot.discord.render import result_embed
 from bot.discord.video_requests import result_view
 from bot.media import CannotFitError, MediaError

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.discord.pacing import Priority
+from bot.discord.rate_limits import Priority
 from bot.discord.render import who
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.discord.buttons import status_view
-from bot.discord.pacing import Pacer, Priority
+from bot.discord.pacing import Pacer
+from bot.discord.rate_limits import Priority
 from bot.discord.render import status_embed
 from storage import Job, JobState
 

@@ -28,7 +28,7 @@ from bot.discord.buttons import (
 from bot.discord.checks import requester_of
 from bot.discord.modals import parse_shots, remix_modal
 from bot.discord.modlog import post_log
-from bot.discord.pacing import Priority
+from bot.discord.rate_limits import Priority
 from bot.discord.render import approval_embed, receipt_text, status_embed
 from bot.errors import InvalidRequest, NotPermitted
 from storage import Job, JobState
