@@ -150,12 +150,12 @@ async def settle_discord_py_events() -> None:
 
 @asynccontextmanager
 async def running_bot(
-    double: DiscordDouble, settings: Settings, *, clock: Clock | None = None
+    double: DiscordDouble, settings: Settings, *, clock: Clock | None = None, **bot_options: Any
 ) -> AsyncIterator[Running]:
     """Start KlingBot (pipeline, web server, gateway) against `double`; stop it on exit."""
     clock = clock or OffsetClock()
     with patch_discord_py(double):
-        async with open_bot(settings, clock=clock, guild_ready_timeout=0.1) as bot:
+        async with open_bot(settings, clock=clock, guild_ready_timeout=0.1, **bot_options) as bot:
             runtime = bot.runtime
             task = asyncio.create_task(bot.start(TOKEN))
             try:

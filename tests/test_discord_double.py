@@ -14,9 +14,11 @@ import aiohttp
 import pytest
 
 from tests.discord_double import (
+    DISCORD_RATE_LIMITS,
     DiscordDouble,
     DoubleInteraction,
     DoubleUsageError,
+    Limit,
     patch_discord_py,
 )
 
@@ -671,3 +673,79 @@ async def test_member_upload_limit_follows_nitro_and_server_boosts(
     upload = await double.invoke("upload", {"file": ("big.bin", twelve_mb)}, user_id=nitro)
     ack = await upload.wait_ack()
     assert ack.data is not None and ack.data["content"] == f"big.bin: {len(twelve_mb)} bytes"
+
+
+async def test_rate_limits_are_enforced_like_discord_when_asked_for() -> None:
+    limits = DISCORD_RATE_LIMITS.with_global(Limit(8, 60.0))
+    auth = {"Authorization": f"Bot {TOKEN}"}
+    async with (
+        DiscordDouble(app_id=APP_ID, bot_user_id=BOT_ID, token=TOKEN, rate_limits=limits) as d,
+        aiohttp.ClientSession() as http,
+    ):
+        d.add_guild(GUILD_ID, owner_id=OWNER_ID)
+        d.add_channel(GUILD_ID, CHANNEL_ID, "general")
+        d.add_channel(GUILD_ID, DENIED_ID, "other")
+        posts = f"{d.api_base}/channels/{CHANNEL_ID}/messages"
+        remaining = []
+        for n in range(5):
+            async with http.post(posts, json={"content": f"m{n}"}, headers=auth) as resp:
+                assert resp.status == 200
+                remaining.append(resp.headers["X-RateLimit-Remaining"])
+                bucket = resp.headers["X-RateLimit-Bucket"]
+                message_id = (await resp.json())["id"]
+        assert remaining == ["4", "3", "2", "1", "0"]
+        async with http.post(posts, json={"content": "one too many"}, headers=auth) as resp:
+            assert resp.status == 429
+            body = await resp.json()
+            assert body["global"] is False and 0 < body["retry_after"] <= 5
+            assert resp.headers["X-RateLimit-Scope"] == "user" and resp.headers["Via"]
+        # Edits report the same bucket but are counted apart; another channel has its own.
+        async with http.patch(f"{posts}/{message_id}", json={"content": "e"}, headers=auth) as r:
+            assert (r.status, r.headers["X-RateLimit-Bucket"]) == (200, bucket)
+        other = f"{d.api_base}/channels/{DENIED_ID}/messages"
+        async with http.post(other, json={"content": "x"}, headers=auth) as resp:
+            assert (resp.status, resp.headers["X-RateLimit-Remaining"]) == (200, "4")
+        # The global limit (8 here) counts every request but interaction responses.
+        async with http.get(f"{d.api_base}/users/@me", headers=auth) as resp:
+            assert resp.status == 200
+        async with http.get(f"{d.api_base}/users/@me", headers=auth) as resp:
+            assert resp.status == 429
+            assert resp.headers["X-RateLimit-Global"] == "true"
+            assert (await resp.json())["global"] is True
+        async with http.post(f"{d.api_base}/interactions/1/nope/callback", json={}) as resp:
+            assert resp.status != 429  # exempt (and unknown, so refused for that)
+        d.clock.advance(60)
+        async with http.post(posts, json={"content": "later"}, headers=auth) as resp:
+            assert resp.status == 200
+    scopes = [r.rate_limit_scope for r in d.rate_limited()]
+    assert scopes == ["user", "global"]
+    assert len(d.invalid_requests()) == 2
+
+
+async def test_without_rate_limits_nothing_is_refused_for_its_rate(double: DiscordDouble) -> None:
+    auth = {"Authorization": f"Bot {TOKEN}"}
+    posts = f"{double.api_base}/channels/{CHANNEL_ID}/messages"
+    async with aiohttp.ClientSession() as http:
+        for n in range(60):
+            async with http.post(posts, json={"content": f"m{n}"}, headers=auth) as resp:
+                assert resp.status == 200
+    assert double.rate_limited() == []
+
+
+async def test_discord_py_waits_out_a_channel_bucket() -> None:
+    limits = DISCORD_RATE_LIMITS.faster(20)
+    async with DiscordDouble(
+        app_id=APP_ID, bot_user_id=BOT_ID, token=TOKEN, rate_limits=limits
+    ) as d:
+        d.add_guild(GUILD_ID, owner_id=OWNER_ID)
+        d.add_channel(GUILD_ID, CHANNEL_ID, "general")
+        with patch_discord_py(d):
+            run = await Running().ready()
+            try:
+                channel = run.bot.get_partial_messageable(CHANNEL_ID)
+                for n in range(12):  # one at a time: discord.py keeps to the headers
+                    await channel.send(f"m{n}")
+            finally:
+                await run.close()
+    assert len(d.messages(CHANNEL_ID)) == 12
+    assert d.rate_limited() == []

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from bot.discord.render import FITTING_LINE
 from bot.settings import EachLabsSettings
 from storage import JobState, OffsetClock
 from tests.discord_double import DiscordDouble
@@ -83,8 +84,10 @@ async def test_video_from_command_to_clip_in_channel(tmp_path: Path, double: Dis
             "post",
         ]
         assert await run.available(ALICE) == 160
-        status = next(m for m in double.messages(CHANNEL) if m.id == job.status_message_id)
-        await double.wait_for(lambda: status.embeds[0]["title"].startswith("✅ Done"))  # edited
+        status = await double.wait_for_message(  # the final edit follows the clip
+            CHANNEL,
+            lambda m: m.id == job.status_message_id and m.embeds[0]["title"].startswith("✅ Done"),
+        )
         assert status.components == [] or all(not row["components"] for row in status.components)
 
 
@@ -170,6 +173,15 @@ async def test_large_clip_is_reencoded_under_the_limit_or_linked(
         assert reencoded.delivered_via == "reencoded" and linked.delivered_via == "link"
         [attachment] = (await run.result_message(reencoded)).attachments
         assert attachment.size <= 400_000
+        status_edits = [
+            r.json
+            for r in double.requests
+            if r.method == "PATCH" and r.path.endswith(f"/{reencoded.status_message_id}")
+        ]
+        titles = [
+            edit["embeds"][0]["title"] for edit in status_edits if edit and edit.get("embeds")
+        ]
+        assert FITTING_LINE in titles, "the status message said the clip was being fitted"
         assert attachment.size < (reencoded.media_size_bytes or 0)
         link_message = await run.result_message(linked)
         assert link_message.attachments == []

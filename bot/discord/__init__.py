@@ -8,6 +8,7 @@ to the member's text (`tree`), run-time permission checks (`checks`), the modera
 (`buttons`, `video_requests`), asking for a video from an interaction (`video_requests`), and
 for an animation of an attached image, read and checked at command time (`animate`),
 delivering clips and keeping status messages current with the bot token (`delivery`, `status`),
+pacing every post and edit under Discord's rate limits (`rate_limits`, `pacing`),
 acknowledgements before work (`ack_first`) and `klingbot run|sync|invite-url` (`cli`).
 
 May import: discord, bot.pipeline (from the package, never its modules), bot.media (the errors
@@ -15,7 +16,7 @@ May import: discord, bot.pipeline (from the package, never its modules), bot.med
 the entry point that builds the runtime (elsewhere only under TYPE_CHECKING).
 Never imports: cogs (the client loads them by name), bot.providers, bot.web.
 
-Inside, a module imports only modules before it in: ack_first, render, checks, tree, modlog,
-modals, buttons, video_requests, animate, status, delivery, client, cli. The others reach `KlingBot` only
-under TYPE_CHECKING.
+Inside, a module imports only modules before it in: ack_first, rate_limits, pacing, render,
+checks, tree, modlog, modals, buttons, video_requests, animate, status, delivery, client, cli. The
+others reach `KlingBot` only under TYPE_CHECKING.
 """

@@ -33,6 +33,8 @@ from bot.discord.buttons import (
 )
 from bot.discord.delivery import DiscordSink
 from bot.discord.modlog import post_log
+from bot.discord.pacing import Pacer
+from bot.discord.rate_limits import PacingLimits
 from bot.discord.status import StatusMessages
 from bot.discord.tree import KlingTree
 from bot.discord.video_requests import ConfirmButton, DiscardButton, RemixButton, RerollButton
@@ -117,8 +119,12 @@ class KlingBot(commands.Bot):
         config: FrontConfig,
         *,
         start_pipeline: bool = True,
+        pacing: PacingLimits | None = None,
         **options: Any,
     ) -> None:
+        # Every post and edit in a channel goes through the pacer, which sees all of
+        # discord.py's requests and their rate-limit headers through the trace.
+        self.pacer = Pacer(pacing)
         intents = discord.Intents.none()
         intents.guilds = True  # channels and roles; no privileged intents
         super().__init__(
@@ -127,11 +133,12 @@ class KlingBot(commands.Bot):
             help_command=None,
             tree_cls=KlingTree,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            http_trace=self.pacer.trace_config(),
             **options,
         )
         self.config = config
         self.ack_first = AckFirst()
-        self.status_messages = StatusMessages(self, config.status_edit_interval_s)
+        self.status_messages = StatusMessages(self, self.pacer, config.status_edit_interval_s)
         self.sink = DiscordSink(self)  # the pipeline's delivery sink; also Get the clip's
         self.start_pipeline = start_pipeline
 
@@ -184,7 +191,7 @@ class KlingBot(commands.Bot):
         """Stop taking work, finish what is in flight, then disconnect."""
         if self.start_pipeline:
             await self.runtime.stop()
-            await self.status_messages.close()
+        await self.pacer.close()  # sends what is waiting first (a few seconds at most)
         await super().close()
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:

@@ -1,6 +1,7 @@
 """Delivers finished clips to Discord with the bot token (never the interaction token, which dies
 after 15 minutes): a reply to the job's status message in its channel, with the clip attached if it
-fits the channel's upload limit, re-encoded to fit otherwise, or linked when it cannot fit.
+fits the channel's upload limit, re-encoded to fit otherwise, or linked when it cannot fit. The
+post waits for room in the channel's rate limits (bot/discord/pacing.py), ahead of status edits.
 
 If the channel refuses (missing permission, deleted channel) the clip goes to the requester by
 direct message instead, and the job records that. A message nonce derived from the job id lets
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.discord.rate_limits import Priority
 from bot.discord.render import result_embed
 from bot.discord.video_requests import result_view
 from bot.media import CannotFitError, MediaError
@@ -107,7 +109,13 @@ class DiscordSink:
         target = self.bot.service.media.fitted_path(job.id, limit_bytes)
         budget = limit_bytes - min(ENVELOPE_BYTES, limit_bytes // 20)
         try:
-            fitted = await fit_clip(clip, budget, target, transcoder=self.bot.runtime.transcoder)
+            fitted = await fit_clip(
+                clip,
+                budget,
+                target,
+                transcoder=self.bot.runtime.transcoder,
+                on_fitting=partial(self.bot.status_messages.show_fitting, job),
+            )
         except (CannotFitError, MediaError) as error:
             if not link:
                 raise DeliveryError(
@@ -140,15 +148,25 @@ class DiscordSink:
         self, job: Job, attachment: Path | None, via: str, note: str | None
     ) -> Delivered:
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id or None)
-        payload = self._payload(job, attachment, note, via == "link")
-        if job.status_message_id:
-            payload["reference"] = discord.MessageReference(
-                message_id=job.status_message_id,
-                channel_id=job.channel_id,
-                fail_if_not_exists=False,
-            )
-        message = await channel.send(nonce=int(job.id, 16), **payload)
+
+        async def post() -> discord.Message:
+            payload = self._payload(job, attachment, note, via == "link")
+            # Read now: the status message may have been posted while the clip waited its turn.
+            status_message_id = await self._status_message_id(job)
+            if status_message_id:
+                payload["reference"] = discord.MessageReference(
+                    message_id=status_message_id,
+                    channel_id=job.channel_id,
+                    fail_if_not_exists=False,
+                )
+            return await channel.send(nonce=int(job.id, 16), **payload)
+
+        message = await self.bot.pacer.send(job.channel_id, post, priority=Priority.FINAL)
         return Delivered(via, message.id, detail=f"channel {job.channel_id}")
+
+    async def _status_message_id(self, job: Job) -> int | None:
+        current = await self.bot.service.jobs.find(job.id)
+        return (current or job).status_message_id
 
     async def _post_in_dm(
         self, job: Job, attachment: Path | None, via: str, note: str | None, *, reason: str

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.discord.rate_limits import Priority
 from bot.discord.render import who
 from bot.pipeline import JobEvent
 from storage import Job
@@ -41,7 +42,11 @@ async def post_log(
     if view is not None:
         kwargs["view"] = view
     try:
-        return await channel.send(**kwargs)  # type: ignore[call-overload, no-any-return]
+        return await bot.pacer.send(
+            channel_id,
+            lambda: channel.send(**kwargs),  # type: ignore[call-overload]
+            priority=Priority.POST,
+        )
     except discord.HTTPException as error:
         log.warning("could not post to the log channel %s of %s: %s", channel_id, guild_id, error)
         return None

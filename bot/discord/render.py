@@ -98,12 +98,22 @@ def payer_text(job: Job) -> str:
     return "nobody (operator job)"
 
 
+FITTING_LINE = "🎞️ Fitting the clip to this channel's upload limit"
+
+
 def status_embed(
-    job: Job, *, now_ms: int, position: int | None = None, eta_ms: int | None = None
+    job: Job,
+    *,
+    now_ms: int,
+    position: int | None = None,
+    eta_ms: int | None = None,
+    fitting: bool = False,
 ) -> discord.Embed:
-    """The live status message of a job."""
+    """The live status message of a job (`fitting`: its clip is being re-encoded to post)."""
     request = request_of(job)
     line = STATE_LINES[job.state]
+    if fitting and job.state in (S.SUCCEEDED, S.DELIVERY_FAILED):
+        line = FITTING_LINE
     if job.state is S.QUEUED and position:
         line += f" (#{position} in line)"
     if job.state is S.RUNNING and job.progress_pct is not None:

@@ -30,6 +30,7 @@ from bot.discord.buttons import (
 from bot.discord.checks import requester_of
 from bot.discord.modals import parse_shots, remix_modal
 from bot.discord.modlog import post_log
+from bot.discord.rate_limits import Priority
 from bot.discord.render import approval_embed, receipt_text, status_embed
 from bot.errors import InvalidRequest, NotPermitted
 from bot.request import VideoRequest
@@ -147,24 +148,31 @@ async def request_approval(bot: KlingBot, job_id: str) -> None:
 
 
 async def post_status_message(bot: KlingBot, job_id: str) -> None:
-    """Post the job's public status message in its channel (with the bot token)."""
+    """Post the job's public status message in its channel (with the bot token), when the
+    channel's pacer has room, showing the state the job is in by then."""
     job = await bot.service.jobs.get(job_id)
-    position, eta_ms = await bot.service.position_and_eta(job)
     channel = bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id or None)
-    try:
+
+    async def post() -> tuple[discord.Message, Job]:
+        shown = await bot.service.jobs.get(job_id)
+        position, eta_ms = await bot.service.position_and_eta(shown)
         message = await channel.send(
             embed=status_embed(
-                job, now_ms=bot.service.clock.now_ms(), position=position, eta_ms=eta_ms
+                shown, now_ms=bot.service.clock.now_ms(), position=position, eta_ms=eta_ms
             ),
-            view=status_view(job),
+            view=status_view(shown),
             allowed_mentions=discord.AllowedMentions.none(),
         )
+        return message, shown
+
+    try:
+        message, shown = await bot.pacer.send(job.channel_id, post, priority=Priority.POST)
     except discord.HTTPException as error:
         log.warning("no status message for %s in %s: %s", job.id, job.channel_id, error)
         return
     moved = await bot.service.jobs.update(job.id, status_message_id=message.id)
-    if (moved.state, moved.progress_pct) != (job.state, job.progress_pct):
-        await bot.status_messages.refresh(job.id)  # it moved on while we were posting
+    if (moved.state, moved.progress_pct) != (shown.state, shown.progress_pct):
+        bot.status_messages.schedule(moved, final=moved.is_final)  # it moved on meanwhile
 
 
 # -- the buttons that ask for a video ----------------------------------------------------------

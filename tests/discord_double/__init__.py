@@ -18,6 +18,10 @@ Usage (the double runs in the test's event loop; the bot in-process or in a subp
 Attachments (options and members' messages) are served over loopback at signed links that expire
 after 24 hours of the double's clock, as Discord's CDN links do; each counts its downloads.
 
+``DiscordDouble(..., rate_limits=DISCORD_RATE_LIMITS)`` enforces Discord's per-route buckets
+(messages: per channel) and its global limit (interaction responses exempt), answering 429 like
+Discord; ``.faster(n)`` shortens every window and ``double.rate_limited()`` lists the 429s.
+
 Things the test asks for that Discord would never send (unsynced command, invalid option,
 unknown button) raise :class:`DoubleUsageError`. What the bot does wrong is answered the
 way Discord answers it (JSON errors with Discord's codes) and recorded in ``requests`` and
@@ -43,9 +47,11 @@ from .model import (
     Role,
     User,
 )
+from .ratelimits import DISCORD_RATE_LIMITS, Limit, RateLimits, RouteLimit
 from .wire import ApiError
 
 __all__ = [
+    "DISCORD_RATE_LIMITS",
     "ApiError",
     "Attachment",
     "AttachmentInput",
@@ -58,12 +64,15 @@ __all__ = [
     "GatewayRecord",
     "Guild",
     "InteractionFailed",
+    "Limit",
     "Member",
     "Message",
     "PartInfo",
+    "RateLimits",
     "RecordedRequest",
     "ResponseRecord",
     "Role",
+    "RouteLimit",
     "User",
     "patch_discord_py",
 ]

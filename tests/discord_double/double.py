@@ -42,6 +42,7 @@ from .model import (
     User,
     iso,
 )
+from .ratelimits import RateLimiter, RateLimits
 from .rest import API_PREFIX, RestApi
 from .state import World
 
@@ -61,7 +62,11 @@ class DiscordDouble:
         ack_deadline_s: float = 3.0,
         app_owner_id: int = 1,
         bot_name: str = "klingbot",
+        rate_limits: RateLimits | None = None,
     ) -> None:
+        """``rate_limits`` (e.g. ``DISCORD_RATE_LIMITS``) turns on Discord's rate limits: over a
+        limit the double answers 429 like Discord (see :meth:`rate_limited`); without it no
+        request is ever refused for its rate."""
         self.world = World(
             app_id=app_id,
             bot_user_id=bot_user_id,
@@ -70,6 +75,8 @@ class DiscordDouble:
             app_owner_id=app_owner_id,
             bot_name=bot_name,
         )
+        if rate_limits is not None:
+            self.world.ratelimiter = RateLimiter(rate_limits, self.world.clock)
         self.gateway = GatewayHub(self.world)
         self._rest = RestApi(self.world)
         self._runner: web.AppRunner | None = None
@@ -144,6 +151,19 @@ class DiscordDouble:
     def internal_errors(self) -> list[Exception]:
         """Exceptions raised inside the double's handlers (answered 500); should stay empty."""
         return self.world.internal_errors
+
+    def rate_limited(self) -> list[RecordedRequest]:
+        """Requests answered 429 (by the rate limits or an injected fault)."""
+        return [r for r in self.world.requests if r.status == 429]
+
+    def invalid_requests(self) -> list[RecordedRequest]:
+        """Requests that count towards Discord's ban of an IP after 10,000 in 10 minutes: 401,
+        403 and 429 answers, except 429s of the "shared" scope."""
+        return [
+            r
+            for r in self.world.requests
+            if r.status in (401, 403) or (r.status == 429 and r.rate_limit_scope != "shared")
+        ]
 
     def unrouted_requests(self) -> list[RecordedRequest]:
         """Requests for routes the double does not implement (answered 404)."""

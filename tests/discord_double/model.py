@@ -326,6 +326,7 @@ class RecordedRequest:
     code: int | None = None
     at: float = 0.0
     unrouted: bool = False
+    rate_limit_scope: str | None = None  # on a 429: "user" (a route's bucket), "global", ...
 
 
 @dataclass(frozen=True)

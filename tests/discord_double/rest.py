@@ -70,6 +70,7 @@ class RestApi:
         )
         self.world.requests.append(record)
         response: web.StreamResponse
+        bucket_headers: dict[str, str] | None = None
         try:
             body = await parse_body(request)
             record.json = body.json
@@ -78,12 +79,16 @@ class RestApi:
             ]
             request[BODY] = body
             self._authenticate(request, path)
+            if self.world.ratelimiter is not None:
+                bucket_headers = self.world.ratelimiter.admit(request.method, path)
             fault = self.world.faults.take(request.method, path)
             if fault is not None:
                 raise fault.error(path)
             response = await handler(request)
         except ApiError as err:
             record.code = err.code
+            if err.status == 429:
+                record.rate_limit_scope = err.headers.get("X-RateLimit-Scope")
             response = error_response(err)
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
             record.unrouted = True
@@ -102,7 +107,7 @@ class RestApi:
             response = error_response(ApiError(500, 0, f"Discord double crashed: {exc!r}"))
         record.status = response.status
         if response.status != 429:
-            for key, value in ratelimit_headers(path).items():
+            for key, value in (bucket_headers or ratelimit_headers(path)).items():
                 response.headers.setdefault(key, value)
         self.world.changed()
         return response

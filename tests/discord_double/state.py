@@ -30,6 +30,7 @@ from .model import (
     User,
     iso,
 )
+from .ratelimits import RateLimiter
 
 if TYPE_CHECKING:
     from .interactions import DoubleInteraction
@@ -67,6 +68,7 @@ class World:
         self.interactions: dict[int, DoubleInteraction] = {}
         self.commands = CommandRegistry(app_id=app_id, ids=self.ids.next)
         self.faults = FaultInjector()
+        self.ratelimiter: RateLimiter | None = None  # None: no limits enforced
         self.requests: list[RecordedRequest] = []
         self.internal_errors: list[Exception] = []
         self.gateway_log: list[GatewayRecord] = []
