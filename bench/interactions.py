@@ -112,9 +112,16 @@ async def in_process(double: DiscordDouble, tmp: Path, vendor_url: str) -> Async
 
 
 @asynccontextmanager
-async def own_process(double: DiscordDouble, tmp: Path, vendor_url: str) -> AsyncIterator[Harness]:
-    """The bot in a process of its own (python -m bench._ping_bot), as it runs in production:
-    the double's work (Discord's, in reality) stays out of the bot's process."""
+async def bot_process(
+    double: DiscordDouble,
+    tmp: Path,
+    vendor_url: str,
+    *,
+    env: dict[str, str] | None = None,
+    stop_timeout_s: float = 30.0,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Harness]]:
+    """python -m bench._ping_bot in a process of its own (with `env`), connected to the double;
+    its process and a harness that reads its CPU and its posted status messages."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -124,6 +131,7 @@ async def own_process(double: DiscordDouble, tmp: Path, vendor_url: str) -> Asyn
         double.api_base,
         double.gateway_url,
         cwd=ROOT,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -142,15 +150,23 @@ async def own_process(double: DiscordDouble, tmp: Path, vendor_url: str) -> Asyn
         async def posted_since(since_ms: int) -> int:
             return await asyncio.to_thread(count, since_ms)
 
-        yield Harness(double, lambda: process_thread_cpu(pid), posted_since, None)
+        yield process, Harness(double, lambda: process_thread_cpu(pid), posted_since, None)
     finally:
         if process.returncode is None:
             process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), 30)
+                await asyncio.wait_for(process.wait(), stop_timeout_s)
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+@asynccontextmanager
+async def own_process(double: DiscordDouble, tmp: Path, vendor_url: str) -> AsyncIterator[Harness]:
+    """The bot in a process of its own (python -m bench._ping_bot), as it runs in production:
+    the double's work (Discord's, in reality) stays out of the bot's process."""
+    async with bot_process(double, tmp, vendor_url) as (_, harness):
+        yield harness
 
 
 async def connected(double: DiscordDouble) -> None:

@@ -32,16 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -51,18 +48,16 @@ from pathlib import Path
 
 from bench._clips import Quality, compare, make_clip
 from bench._ping_bot import bot_settings
-from bench._support import ROOT, percentile, vendor_process
+from bench._support import percentile, vendor_process
 from bench.interactions import (
     FIRST_MEMBER,
-    POSTED_SQL,
     Burst,
     Harness,
+    bot_process,
     burst,
-    connected,
     fund,
     line,
     now_ms,
-    process_thread_cpu,
     settle,
 )
 from bot.media import MediaInfo, Transcoder, probe, shrink_to_fit
@@ -265,44 +260,11 @@ async def reencoding_bot(
     env["BENCH_REENCODE_CLIP"] = str(clip)
     env["BENCH_REENCODE_MAX_BYTES"] = str(max_bytes)
     env["BENCH_REENCODE_COUNT"] = str(REENCODES)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench._ping_bot",
-        str(tmp),
-        vendor_url,
-        double.api_base,
-        double.gateway_url,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        first = await asyncio.wait_for(process.stdout.readline(), 60)
-        if not first:
-            raise RuntimeError("the bot process exited before it started")
-        pid = int(json.loads(first)["pid"])
-        await connected(double)
-        db_uri = f"file:{bot_settings(tmp, vendor_url).db_path}?mode=ro"
-
-        def count(since_ms: int) -> int:
-            with contextlib.closing(sqlite3.connect(db_uri, uri=True)) as conn:
-                return int(conn.execute(POSTED_SQL, (since_ms,)).fetchone()[0])
-
-        async def posted_since(since_ms: int) -> int:
-            return await asyncio.to_thread(count, since_ms)
-
-        harness = Harness(double, lambda: process_thread_cpu(pid), posted_since, None)
+    async with bot_process(double, tmp, vendor_url, env=env, stop_timeout_s=120) as (
+        process,
+        harness,
+    ):
         yield BotProcess(process, harness)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 120)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 async def part_event_loop(work: Path, rounds: int) -> None:
