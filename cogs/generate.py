@@ -22,6 +22,28 @@ ResolutionChoice = Literal["720p", "1080p", "4k"]
 ShotTypeChoice = Literal["customize", "intelligent"]
 
 
+# What /video and /animate both offer, as Discord shows each option.
+OPTION_TEXT = {
+    "duration": "Length in seconds (3-15)",
+    "audio": "Generate sound with the video (provider default if not set)",
+    "resolution": "Output resolution, where the provider offers a choice",
+    "negative_prompt": "What to avoid",
+    "cfg_scale": "How closely to follow the prompt (0-1)",
+    "shot_type": "How shots are cut",
+    "voice_1": "Voice id for <<<voice_1>>> (needs audio)",
+    "voice_2": "Voice id for <<<voice_2>>> (needs audio)",
+}
+
+
+def request_data(voices: tuple[str | None, ...], **values: Any) -> dict[str, Any]:
+    """The request fields a member gave (an option left empty keeps its default)."""
+    data = {key: value for key, value in values.items() if value is not None}
+    given = [voice for voice in voices if voice]
+    if given:
+        data["voice_ids"] = given
+    return data
+
+
 class Generate(commands.Cog):
     def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
@@ -40,15 +62,8 @@ class Generate(commands.Cog):
     @app_commands.guild_only()
     @app_commands.describe(
         prompt="What the video shows; refer to voices as <<<voice_1>>> and <<<voice_2>>>",
-        duration="Length in seconds (3-15)",
         aspect_ratio="Frame shape",
-        audio="Generate sound with the video (provider default if not set)",
-        resolution="Output resolution, where the provider offers a choice",
-        negative_prompt="What to avoid",
-        cfg_scale="How closely to follow the prompt (0-1)",
-        shot_type="How shots are cut",
-        voice_1="Voice id for <<<voice_1>>> (needs audio)",
-        voice_2="Voice id for <<<voice_2>>> (needs audio)",
+        **OPTION_TEXT,
     )
     async def video(
         self,
@@ -64,22 +79,17 @@ class Generate(commands.Cog):
         voice_1: app_commands.Range[str, 1, 128] | None = None,
         voice_2: app_commands.Range[str, 1, 128] | None = None,
     ) -> None:
-        data: dict[str, Any] = {
-            "prompt": prompt,
-            "duration_s": duration,
-            "aspect_ratio": aspect_ratio,
-        }
-        optional = {
-            "audio": audio,
-            "resolution": resolution,
-            "negative_prompt": negative_prompt,
-            "cfg_scale": cfg_scale,
-            "shot_type": shot_type,
-        }
-        data.update({k: v for k, v in optional.items() if v is not None})
-        voices = [v for v in (voice_1, voice_2) if v]
-        if voices:
-            data["voice_ids"] = voices
+        data = request_data(
+            (voice_1, voice_2),
+            prompt=prompt,
+            duration_s=duration,
+            aspect_ratio=aspect_ratio,
+            audio=audio,
+            resolution=resolution,
+            negative_prompt=negative_prompt,
+            cfg_scale=cfg_scale,
+            shot_type=shot_type,
+        )
         await start_job(self.bot, interaction, data)
 
     @app_commands.command(name="animate", description="Make a Kling v3 Pro video from an image")
@@ -88,14 +98,7 @@ class Generate(commands.Cog):
         image="The first frame: a JPEG, PNG or WebP of at most 10 MB; the video takes its shape",
         prompt="How the image should move (optional where the provider allows it)",
         end_image="The last frame (optional), where the provider supports one",
-        duration="Length in seconds (3-15)",
-        audio="Generate sound with the video (provider default if not set)",
-        resolution="Output resolution, where the provider offers a choice",
-        negative_prompt="What to avoid",
-        cfg_scale="How closely to follow the prompt (0-1)",
-        shot_type="How shots are cut",
-        voice_1="Voice id for <<<voice_1>>> (needs audio)",
-        voice_2="Voice id for <<<voice_2>>> (needs audio)",
+        **OPTION_TEXT,
     )
     async def animate(
         self,
@@ -112,19 +115,16 @@ class Generate(commands.Cog):
         voice_1: app_commands.Range[str, 1, 128] | None = None,
         voice_2: app_commands.Range[str, 1, 128] | None = None,
     ) -> None:
-        data: dict[str, Any] = {"duration_s": duration}
-        optional = {
-            "prompt": prompt,
-            "audio": audio,
-            "resolution": resolution,
-            "negative_prompt": negative_prompt,
-            "cfg_scale": cfg_scale,
-            "shot_type": shot_type,
-        }
-        data.update({k: v for k, v in optional.items() if v is not None})
-        voices = [v for v in (voice_1, voice_2) if v]
-        if voices:
-            data["voice_ids"] = voices
+        data = request_data(
+            (voice_1, voice_2),
+            duration_s=duration,
+            prompt=prompt,
+            audio=audio,
+            resolution=resolution,
+            negative_prompt=negative_prompt,
+            cfg_scale=cfg_scale,
+            shot_type=shot_type,
+        )
         await start_animation(self.bot, interaction, image, end_image, data)
 
     async def animate_message(
