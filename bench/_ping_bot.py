@@ -32,10 +32,10 @@ from pydantic import SecretStr
 from bot.discord.cli import open_bot
 from bot.discord.client import KlingBot
 from bot.media import Transcoder
+from bot.playground.double import patch_discord_py
 from bot.runtime import Runtime
 from bot.settings import EachLabsSettings, Settings
 from storage import OffsetClock
-from tests.discord_double import patch_discord_py
 from tests.e2e_support import TOKEN, make_settings
 from tests.provider_doubles.eachlabs import API_KEY
 

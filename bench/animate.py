@@ -34,8 +34,8 @@ from pydantic import SecretStr
 
 from bench._support import percentile
 from bench.images import encoded, photo
+from bot.playground.double import DiscordDouble, DoubleInteraction
 from bot.settings import EachLabsSettings
-from tests.discord_double import DiscordDouble, DoubleInteraction
 from tests.e2e_support import CHANNEL, GUILD, Running, make_double, make_settings, running_bot
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 

@@ -66,13 +66,13 @@ from typing import Any
 
 from bench._ping_bot import bot_settings, running_ping_bot
 from bench._support import ROOT, cpu_seconds, percentile, thread_cpu, vendor_process
-from storage import Database, Ledger
-from tests.discord_double import (
+from bot.playground.double import (
     DiscordDouble,
     DoubleInteraction,
     ResponseRecord,
     patch_discord_py,
 )
+from storage import Database, Ledger
 from tests.e2e_support import CHANNEL, GUILD, make_double
 
 FIRST_MEMBER = 950_000_000_000_000_000

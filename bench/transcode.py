@@ -63,7 +63,7 @@ from bench.interactions import (
 from bot.media import MediaInfo, Transcoder, probe, shrink_to_fit
 from bot.media.transcode import AUDIO_BITRATE_BPS, plan_for
 from bot.media.worker import WORKER_NICE
-from tests.discord_double import DiscordDouble
+from bot.playground.double import DiscordDouble
 from tests.e2e_support import GUILD, make_double
 
 MIB = 1024 * 1024

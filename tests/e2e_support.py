@@ -14,10 +14,10 @@ from pydantic import SecretStr
 
 from bot.discord.cli import open_bot
 from bot.discord.client import KlingBot
+from bot.playground.double import DiscordDouble, DoubleInteraction, Message, patch_discord_py
 from bot.runtime import Runtime
 from bot.settings import LocalSettings, Settings
 from storage import AccountRef, Clock, Job, JobState, OffsetClock
-from tests.discord_double import DiscordDouble, DoubleInteraction, Message, patch_discord_py
 from tests.provider_support import free_port
 from tests.waits import until_stored
 

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
+from bot.playground.double import DiscordDouble, DoubleInteraction, Message
+from bot.playground.double.validate import walk_components
 from bot.settings import EachLabsSettings, PixelDojoSettings
 from storage import Job, JobState
-from tests.discord_double import DiscordDouble, DoubleInteraction, Message
-from tests.discord_double.validate import walk_components
 from tests.e2e_support import (
     ALICE,
     BOB,

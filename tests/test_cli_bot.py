@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.discord_double import DiscordDouble
+from bot.playground.double import DiscordDouble
 from tests.e2e_support import APP_ID, GUILD, TOKEN, make_double
 from tests.provider_support import free_port
 

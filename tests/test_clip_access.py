@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from bot.playground.double import DiscordDouble, DoubleInteraction, Message
 from bot.settings import EachLabsSettings
 from storage import Job, JobState
-from tests.discord_double import DiscordDouble, DoubleInteraction, Message
 from tests.e2e_support import (
     ALICE,
     BOB,

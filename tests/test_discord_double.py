@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.discord_double import (
+from bot.playground.double import (
     DISCORD_RATE_LIMITS,
     DiscordDouble,
     DoubleInteraction,

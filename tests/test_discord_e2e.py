@@ -13,9 +13,9 @@ import pytest
 from pydantic import SecretStr
 
 from bot.discord.render import FITTING_LINE
+from bot.playground.double import DiscordDouble
 from bot.settings import EachLabsSettings
 from storage import JobState, OffsetClock
-from tests.discord_double import DiscordDouble
 from tests.e2e_support import (
     ALICE,
     BOB,

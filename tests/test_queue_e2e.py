@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from bot.playground.double import DiscordDouble
 from bot.settings import EachLabsSettings
 from storage import JobState
-from tests.discord_double import DiscordDouble
 from tests.e2e_support import (
     ALICE,
     CHANNEL,

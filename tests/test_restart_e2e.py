@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.playground.double import DiscordDouble
 from storage import Database, JobState, JobStore, Ledger
-from tests.discord_double import DiscordDouble
 from tests.e2e_support import ALICE, CHANNEL, GUILD, OWNER, TOKEN, make_double, reply_text
 from tests.provider_doubles.kling import ACCESS_KEY, SECRET_KEY, KlingDouble
 from tests.provider_support import free_port

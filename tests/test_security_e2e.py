@@ -11,9 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from bot.discord.client import sync_commands
+from bot.playground.double import DiscordDouble
 from bot.settings import EachLabsSettings, FalSettings, LocalSettings
 from storage import AccountRef, JobState
-from tests.discord_double import DiscordDouble
 from tests.e2e_support import (
     ALICE,
     BOB,

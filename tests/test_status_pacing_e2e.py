@@ -23,9 +23,7 @@ from pydantic import SecretStr
 
 from bot.discord.rate_limits import PacingLimits, Window
 from bot.discord.render import STATE_LINES
-from bot.settings import EachLabsSettings
-from storage import Job, JobState
-from tests.discord_double import (
+from bot.playground.double import (
     DISCORD_RATE_LIMITS,
     DiscordDouble,
     DoubleInteraction,
@@ -33,6 +31,8 @@ from tests.discord_double import (
     RateLimits,
     RecordedRequest,
 )
+from bot.settings import EachLabsSettings
+from storage import Job, JobState
 from tests.e2e_support import (
     ALICE,
     CHANNEL,

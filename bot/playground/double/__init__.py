@@ -1,4 +1,5 @@
-"""A loopback Discord (REST + gateway) for end-to-end tests of discord.py bots.
+"""A loopback Discord (REST + gateway) that the real discord.py logs into: the playground's
+stand-in for Discord, and what the end-to-end tests drive.
 
 Usage (the double runs in the test's event loop; the bot in-process or in a subprocess)::
 
