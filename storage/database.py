@@ -117,6 +117,8 @@ class _Write:
 class Database:
     """An open klingbot database. Build with `await Database.open(path)`; close with `close()`."""
 
+    dialect = "sqlite"  # storage code adds a backend's own clauses by this (see storage.postgres)
+
     def __init__(
         self,
         path: str,
