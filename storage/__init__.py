@@ -37,6 +37,7 @@ from storage.ledger import (
     TransferKind,
 )
 from storage.policy import BlockedPattern, GuildPolicy, ModerationEvent, PolicySnapshot
+from storage.sqlite import SqliteDatabase
 from storage.state import BotState, Draft
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "OffsetClock",
     "PolicySnapshot",
     "RefundExceedsCapture",
+    "SqliteDatabase",
     "StorageError",
     "SystemClock",
     "Transfer",

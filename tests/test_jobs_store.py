@@ -75,7 +75,7 @@ async def test_database_refuses_illegal_transition_from_raw_sql(
     db: Database, jobs: JobStore
 ) -> None:
     job = await jobs.create(new_job())
-    conn = sqlite3.connect(Path(db.path), isolation_level=None)
+    conn = sqlite3.connect(Path(db.location), isolation_level=None)
     try:
         with pytest.raises(sqlite3.IntegrityError, match="illegal job transition"):
             conn.execute("UPDATE jobs SET state = 'delivered' WHERE id = ?", (job.id,))

@@ -208,7 +208,7 @@ async def test_raw_sql_cannot_tamper_or_overdraw(db: Database, ledger: Ledger, s
     await ledger.capture(hold.id)
     before = await ledger.audit()
     with pytest.raises(sqlite3.IntegrityError):
-        await _raw(Path(db.path), sql)
+        await _raw(Path(db.location), sql)
     after = await ledger.audit()
     assert after.ok and (after.transfers, after.spent) == (before.transfers, before.spent)
     assert (await ledger.balance(alice)).available == 90
@@ -216,7 +216,7 @@ async def test_raw_sql_cannot_tamper_or_overdraw(db: Database, ledger: Ledger, s
 
 async def test_audit_detects_tampered_totals(db: Database, ledger: Ledger) -> None:
     await ledger.issue_to_member(G, ALICE, 100, key="i")
-    conn = sqlite3.connect(db.path, isolation_level=None)
+    conn = sqlite3.connect(db.location, isolation_level=None)
     conn.execute("DROP TRIGGER accounts_totals_guard")  # what an attacker with the file could do
     conn.execute("UPDATE accounts SET credits_posted = 5000 WHERE kind = 'member'")
     conn.close()

@@ -108,7 +108,7 @@ async def test_audit_reports_over_refunded_jobs_and_negative_spending(
 ) -> None:
     """A ledger written before the rule existed (or by hand): the audit must not say OK."""
     await captured_job(ledger, amount=12)
-    conn = sqlite3.connect(db.path, isolation_level=None)
+    conn = sqlite3.connect(db.location, isolation_level=None)
     conn.execute("DROP TRIGGER IF EXISTS transfers_refund_within_capture")
     conn.close()
     await ledger.refund(alice, 12, key="refund:1", job_id="job-1")
