@@ -24,6 +24,7 @@ from storage.errors import (
     StorageError,
 )
 from storage.jobs import FINAL_STATES, Job, JobEvent, JobState, JobStore, NewJob
+from storage.leases import Leases, WorkedJobs
 from storage.ledger import (
     AccountKind,
     AccountRef,
@@ -39,6 +40,7 @@ from storage.ledger import (
 from storage.policy import BlockedPattern, GuildPolicy, ModerationEvent, PolicySnapshot
 from storage.sqlite import SqliteDatabase
 from storage.state import BotState, Draft
+from storage.vendor_rates import VendorRate, VendorRates
 
 __all__ = [
     "FINAL_STATES",
@@ -66,6 +68,7 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "JobStore",
+    "Leases",
     "Ledger",
     "LedgerError",
     "LedgerTotals",
@@ -82,4 +85,7 @@ __all__ = [
     "Transfer",
     "TransferKind",
     "Tx",
+    "VendorRate",
+    "VendorRates",
+    "WorkedJobs",
 ]

@@ -115,6 +115,8 @@ class Job:
     limits_exempt: bool
     topup_hold_id: int | None
     media_retired_at_ms: int | None
+    lease_owner: str | None  # the process working on the job (see storage.leases)
+    lease_until_ms: int | None
 
     @property
     def is_final(self) -> bool:
@@ -210,6 +212,8 @@ MUTABLE_COLUMNS = frozenset(
         "approval_channel_id",
         "fair_round",
         "topup_hold_id",
+        "lease_owner",
+        "lease_until_ms",
     }
 )
 
@@ -336,6 +340,18 @@ class JobStore:
             job.webhook_token, WebhookTarget(job.id, job.provider, job.provider_job_id)
         )
 
+    async def adopt(self, job_id: str, provider_job_id: str) -> bool:
+        """Record the vendor's job id of a job whose create got no answer, unless it has one
+        already (a poll or another process found it first); True if this set it."""
+        rows = await self._db.write_statement(
+            "UPDATE jobs SET provider_job_id = ?, updated_at_ms = ? WHERE id = ?"
+            " AND provider_job_id IS NULL RETURNING *",
+            (provider_job_id, self._db.clock.now_ms(), job_id),
+        )
+        if rows:
+            self._put_target(Job.from_row(rows[0]))
+        return bool(rows)
+
     async def retire_media(self, job_id: str) -> Job:
         """Retire the job's clip link (its message was deleted): /media answers 404 from now on.
         Idempotent: the first retirement's time is kept."""
@@ -360,9 +376,14 @@ class JobStore:
         row = await (tx.fetchone(sql, (job_id,)) if tx else self._db.fetchone(sql, (job_id,)))
         return Job.from_row(row) if row else None
 
-    async def webhook_target(self, token: str) -> WebhookTarget | None:
-        """Which job a webhook URL's token belongs to (remembered after the first lookup)."""
-        known = self._targets.get(token)
+    async def webhook_target(self, token: str, *, fresh: bool = False) -> WebhookTarget | None:
+        """Which job a webhook URL's token belongs to (remembered after the first lookup).
+
+        A remembered target is exact for this process's own writes; another process sharing the
+        database may have changed the job's provider or provider job id since (failover, a lost
+        create adopted), so a caller whose answer would refuse the webhook or write asks again
+        with `fresh`."""
+        known = None if fresh else self._targets.get(token)
         if known is not None:
             return known
         generation = self._targets.generation
@@ -389,19 +410,21 @@ class JobStore:
         )
         return Job.from_row(row) if row else None
 
-    async def count_at_provider(self, provider: str) -> int:
+    async def count_at_provider(self, provider: str, *, tx: Tx | None = None) -> int:
         """Jobs the provider is working on (submitted or running)."""
-        row = await self._db.fetchone(
-            "SELECT COUNT(*) AS n FROM jobs WHERE state IN ('submitted', 'running') AND provider = ?",
-            (provider,),
-        )
+        sql = "SELECT COUNT(*) AS n FROM jobs WHERE state IN ('submitted', 'running') AND provider = ?"
+        row = await (tx.fetchone(sql, (provider,)) if tx else self._db.fetchone(sql, (provider,)))
         return int(row["n"]) if row else 0
 
     async def queue_candidates(
-        self, provider: str, *, now_ms: int, limit: int
+        self, provider: str, *, now_ms: int, limit: int, tx: Tx | None = None
     ) -> list[QueueCandidate]:
-        """Queued jobs a provider may take now, in fair order, with their member's load."""
-        rows = await self._db.fetchall(
+        """Queued jobs a provider may take now, in fair order, with their member's load. In a
+        caller's transaction on PostgreSQL, the rows are locked, skipping those another
+        transaction holds (FOR UPDATE SKIP LOCKED)."""
+        lock = " FOR UPDATE OF j SKIP LOCKED" if tx and self._db.dialect == "postgresql" else ""
+        read = tx.fetchall if tx else self._db.fetchall
+        rows = await read(
             "SELECT j.*,"
             " (SELECT COUNT(*) FROM jobs AS l WHERE l.guild_id = j.guild_id"
             "   AND l.user_id = j.user_id AND l.state IN ('submitted', 'running')) AS member_live,"
@@ -409,7 +432,7 @@ class JobStore:
             "   AS guild_max_live"
             " FROM jobs AS j WHERE j.state = 'queued' AND j.provider = ?"
             " AND (j.next_poll_at_ms IS NULL OR j.next_poll_at_ms <= ?)"
-            " ORDER BY j.fair_round, j.rowid LIMIT ?",
+            " ORDER BY j.fair_round, j.rowid LIMIT ?" + lock,
             (provider, now_ms, limit),
         )
         return [

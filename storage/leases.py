@@ -1,0 +1,141 @@
+"""Job leases: which process works on a job, when several share the database (issue 12).
+
+A job the pipeline still works on (WORKED: at the provider, succeeded and being completed, a
+delivery to retry, an expired job polled for a late result) belongs to the process named in its
+`lease_owner` until `lease_until_ms`. The owner renews its leases while it lives (`heartbeat`); a
+lease that lapsed (its process died) is taken over by another process (`take_over`), which then
+resumes the job exactly as a restart does. A process that is not the owner asks the owner to look
+at a job (`ask_owner`, a webhook it received); the owner finds the request at its next heartbeat.
+
+Leases are claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite every write
+transaction is exclusive (BEGIN IMMEDIATE), so plain SQL is already atomic across processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from storage.database import Database, Tx
+
+__all__ = ["Leases", "WorkedJobs"]
+
+# Unfinished jobs that still need a process (what a restart resumes; one parameter: see
+# WorkedJobs.params). An expired job is polled for a late result until its grace period ends.
+WORKED = (
+    "(state IN ('submitted', 'running', 'succeeded', 'delivery_failed')"
+    " OR (state = 'expired' AND provider_job_id IS NOT NULL"
+    "  AND COALESCE(finished_at_ms, updated_at_ms) >= ?))"
+)
+
+
+@dataclass(frozen=True)
+class WorkedJobs:
+    """The setting that says which unfinished jobs still need a process."""
+
+    late_grace_ms: int
+
+    def params(self, now_ms: int) -> tuple[int]:
+        return (now_ms - self.late_grace_ms,)
+
+
+class Leases:
+    def __init__(self, db: Database, worked: WorkedJobs) -> None:
+        self._db = db
+        self._worked = worked
+
+    async def heartbeat(self, owner: str, until_ms: int) -> tuple[int, list[str]]:
+        """Renew every lease `owner` holds to `until_ms`; return how many, and the jobs another
+        process asked it to look at (the requests are cleared)."""
+        now = self._db.clock.now_ms()
+
+        async def run(tx: Tx) -> tuple[int, list[str]]:
+            renewed = await tx.execute(
+                f"UPDATE jobs SET lease_until_ms = ? WHERE lease_owner = ? AND {WORKED}",
+                (until_ms, owner, *self._worked.params(now)),
+            )
+            poked = await tx.fetchall(
+                "UPDATE jobs SET lease_poke = 0 WHERE lease_owner = ? AND lease_poke = 1"
+                " RETURNING id",
+                (owner,),
+            )
+            return renewed, [row["id"] for row in poked]
+
+        return await self._db.write(run)
+
+    async def owners(self) -> list[str]:
+        """The owners of leases that have not lapsed (to find those whose process is gone)."""
+        now = self._db.clock.now_ms()
+        rows = await self._db.fetchall(
+            "SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL"
+            f" AND lease_until_ms >= ? AND {WORKED}",
+            (now, *self._worked.params(now)),
+        )
+        return [row["lease_owner"] for row in rows]
+
+    async def take_over(
+        self,
+        owner: str,
+        until_ms: int,
+        *,
+        dead: Collection[str] = (),
+        own: bool = False,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Lease to `owner` up to `limit` worked jobs that have no live lease (none, lapsed, or
+        held by one of `dead`; with `own`, also those `owner` holds already: a restart under the
+        same id); return their ids."""
+        now = self._db.clock.now_ms()
+        free = ["lease_owner IS NULL", "lease_until_ms < ?"]
+        params: list[Any] = [now]
+        if own:
+            free.append("lease_owner = ?")
+            params.append(owner)
+        if dead:
+            free.append(f"lease_owner IN ({','.join('?' for _ in dead)})")
+            params.extend(dead)
+        lock = " FOR UPDATE SKIP LOCKED" if self._db.dialect == "postgresql" else ""
+        rows = await self._db.write_statement(
+            "UPDATE jobs SET lease_owner = ?, lease_until_ms = ?, lease_poke = 0 WHERE id IN"
+            f" (SELECT id FROM jobs WHERE {WORKED} AND ({' OR '.join(free)})"
+            f" ORDER BY updated_at_ms LIMIT ?{lock}) RETURNING id",
+            (owner, until_ms, *self._worked.params(now), *params, limit),
+        )
+        return [row["id"] for row in rows]
+
+    async def take(self, job_id: str, owner: str, until_ms: int) -> str | None:
+        """Lease one job to `owner` if it is worked and its lease is free, lapsed or `owner`'s
+        already; return its lease owner afterwards (None: not a worked job)."""
+        now = self._db.clock.now_ms()
+
+        async def run(tx: Tx) -> str | None:
+            taken = await tx.fetchone(
+                "UPDATE jobs SET lease_owner = ?, lease_until_ms = ? WHERE id = ?"
+                f" AND {WORKED} AND (lease_owner IS NULL OR lease_owner = ? OR lease_until_ms < ?)"
+                " RETURNING lease_owner",
+                (owner, until_ms, job_id, *self._worked.params(now), owner, now),
+            )
+            if taken is not None:
+                return str(taken["lease_owner"])
+            row = await tx.fetchone(
+                f"SELECT lease_owner FROM jobs WHERE id = ? AND {WORKED}",
+                (job_id, *self._worked.params(now)),
+            )
+            return None if row is None else row["lease_owner"]
+
+        return await self._db.write(run)
+
+    async def hold(self, job_id: str, owner: str, until_ms: int) -> bool:
+        """Renew one lease if `owner` still holds it (before a step that must not run twice)."""
+        rows = await self._db.write_statement(
+            "UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND lease_owner = ? RETURNING 1",
+            (until_ms, job_id, owner),
+        )
+        return bool(rows)
+
+    async def ask_owner(self, job_id: str) -> None:
+        """Ask the process holding the job's lease to look at it at its next heartbeat."""
+        await self._db.write_statement(
+            "UPDATE jobs SET lease_poke = 1 WHERE id = ? AND lease_owner IS NOT NULL", (job_id,)
+        )
