@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     member_max_queued_jobs: int = Field(default=5, ge=0, le=1000)
     member_cooldown_s: int = Field(default=0, ge=0, le=86_400)
 
+    # Several processes sharing one database: each names itself (unset: host:pid:random) and
+    # holds the jobs it works on through leases renewed every third of `lease_s`
+    process_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[!-~]+$")
+    lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+
     # Providers
     local: LocalSettings = LocalSettings()
     pixeldojo: PixelDojoSettings = PixelDojoSettings()

@@ -251,30 +251,40 @@ async def test_restart_with_fifty_queued_jobs_keeps_the_order(tmp_path: Path) ->
             assert [len(await p.captures(j)) for j in expected] == [1] * 50
 
 
-async def test_jobs_waiting_for_a_create_slot_count_against_the_member_limit(
+async def test_jobs_waiting_for_a_create_token_stay_queued_and_the_member_limit_holds(
     tmp_path: Path,
 ) -> None:
-    """A picked job still waits in the queue (state queued) until a create slot frees up; a later
-    dispatch round must still count it, or the member would get a third live job."""
+    """A job leaves the queue only with a create token from the vendor's shared budget (taken in
+    the same transaction); without one it stays queued, unclaimed. Once tokens are there, the
+    member's live limit still holds: their third job waits though the vendor has room."""
     async with EachLabsDouble() as double:
         double.default_script = ["processing"]
         async with queue_pipeline(
             tmp_path,
             eachlabs(double),
             max_concurrent={"eachlabs": 10},
-            creates_per_min={"eachlabs": 1},  # one create now, the next in a minute
+            creates_per_min={"eachlabs": 6},  # one token at a time, one every 10 s
+            deadline_s=3600,
         ) as p:
             await fund(p, [7])
             first = (await p.service.submit(member(7), {"prompt": "a", "duration_s": 3})).job
             await p.wait_for_state(first.id, JobState.RUNNING)
             second = (await p.service.submit(member(7), {"prompt": "b", "duration_s": 3})).job
-            await p.service.next_dispatch_round()  # picked; waiting for the create slot, queued
-            assert second.id in p.service.creates_in_flight()
             third = (await p.service.submit(member(7), {"prompt": "c", "duration_s": 3})).job
-            await p.service.next_dispatch_round()  # another round, which must not pick it
-            in_flight = p.service.creates_in_flight()  # who is waiting for a create slot
-            assert second.id in in_flight and third.id not in in_flight
+            await p.service.next_dispatch_round()  # no token: nothing leaves the queue
+            assert p.service.creates_in_flight() == frozenset()
+            assert [(await p.service.jobs.get(j.id)).state for j in (second, third)] == [
+                JobState.QUEUED,
+                JobState.QUEUED,
+            ]
+            assert len(double.jobs) == 1
+            p.clock.advance(seconds=60)  # a token again
+            await p.service.next_dispatch_round()
+            await p.wait_for_state(second.id, JobState.RUNNING)
+            p.clock.advance(seconds=60)  # and another, but the member has two live jobs
+            await p.service.next_dispatch_round()
             assert (await p.service.jobs.get(third.id)).state is JobState.QUEUED
+            assert len(double.jobs) == 2
 
 
 @pytest.mark.parametrize(

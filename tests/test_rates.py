@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.pipeline.rates import CreateRate
-from bot.pipeline.token_bucket import MIN_WAIT_S, RateLimiter, TokenBucket
+from bot.pipeline.token_bucket import DEFAULT_BURST_S, MIN_WAIT_S, RateLimiter, TokenBucket
+from storage import ManualClock
 
 
 @dataclass
@@ -182,42 +183,90 @@ async def test_a_rate_change_wakes_the_waiter_to_look_again() -> None:
 # -- the create rate (AIMD) --------------------------------------------------------------------
 
 
-async def let_through_in_a_second(rate: CreateRate, clock: DrivenClock, tries: int) -> int:
-    """Ask for `tries` creates one after another; count those let through within one second."""
-    start = clock.now_s()
-    granted_at = []
-    for _ in range(tries):
-        await rate.acquire()
-        granted_at.append(clock.now_s())
-    return sum(1 for t in granted_at if t < start + 1.0)
+class SharedBucket:
+    """The stored bucket (what vendor_rates keeps) and the create rate that draws from it."""
+
+    def __init__(self, per_min: int) -> None:
+        self.clock = ManualClock()
+        self.rate = CreateRate(per_min, clock=self.clock)
+        self.state = self.rate.initial(self.clock.now_ms())
+
+    def try_create(self) -> bool:
+        """One create, if the budget allows it now."""
+        now = self.clock.now_ms()
+        allowed, _ = self.rate.available(self.state, now, 1)
+        self.state = self.rate.take(self.state, now, allowed)
+        return allowed == 1
+
+    def let_through_in_a_second(self, tries: int) -> int:
+        """Ask for a create every 10 ms for a second, at most `tries`; count those let through."""
+        granted = 0
+        for _ in range(100):
+            if granted < tries and self.try_create():
+                granted += 1
+            self.clock.advance(ms=10)
+        return granted
+
+    def throttled(self, retry_after_s: float | None) -> None:
+        self.state = self.rate.throttled(self.state, self.clock.now_ms(), retry_after_s)
+
+    def succeeded(self) -> None:
+        self.state = self.rate.succeeded(self.state, self.clock.now_ms()) or self.state
 
 
-async def test_a_429_and_each_recovery_step_let_no_burst_through() -> None:
+def test_a_429_and_each_recovery_step_let_no_burst_through() -> None:
     """aiolimiter's limiter was rebuilt on every change, each with a full bucket: 30 creates went
-    in the second after a 429, then 36, 42, 48, 54, 60 after the recovery steps."""
-    clock = DrivenClock()
-    rate = CreateRate(60, clock=clock)  # one a second, ten at once
-    assert await let_through_in_a_second(rate, clock, 10) == 10  # the configured burst, once
-    rate.throttled(retry_after_s=2.0)
+    in the second after a 429, then 36, 42, 48, 54, 60 after the recovery steps. The bucket is
+    stored between calls (as in the database), so a store and load must not refill it either."""
+    bucket = SharedBucket(60)  # one a second, ten at once
+    assert bucket.let_through_in_a_second(20) == 10  # the configured burst, once
+    bucket.throttled(retry_after_s=2.0)
+    rate = bucket.rate
     assert rate.per_min == 30 and rate.paused_for_s == 2.0
-    assert await let_through_in_a_second(rate, clock, 3) == 0  # paused, then one every 2 s
+    assert bucket.let_through_in_a_second(3) == 0  # paused
+    assert bucket.let_through_in_a_second(3) <= 1  # then one every 2 s
     while rate.per_min < 60:
-        rate.succeeded()
+        bucket.succeeded()
         per_s = rate.per_min / 60
-        assert await let_through_in_a_second(rate, clock, 5) <= 1 + per_s
+        assert bucket.let_through_in_a_second(5) <= 1 + per_s
     assert rate.per_min == 60 and rate.throttles == 1 and rate.lowest_per_min == 30
 
 
 def test_aimd_halves_on_429_and_grows_back_by_tenths() -> None:
-    clock = DrivenClock()
-    rate = CreateRate(100, clock=clock)
-    rate.throttled(None)
+    bucket = SharedBucket(100)
+    rate = bucket.rate
+    bucket.throttled(None)
     assert rate.per_min == 50 and rate.paused_for_s == 10.0  # no retry-after: ten seconds
-    rate.throttled(3.0)
+    bucket.throttled(3.0)
     assert rate.per_min == 25 and rate.paused_for_s == 10.0  # a shorter ask never shortens it
     for expected in (35, 45, 55, 65, 75, 85, 95, 100, 100):
-        rate.succeeded()
+        bucket.succeeded()
         assert rate.per_min == expected
     for _ in range(20):
-        rate.throttled(1.0)
+        bucket.throttled(1.0)
     assert rate.per_min == 1 and rate.lowest_per_min == 1 and rate.throttles == 22
+
+
+@settings(max_examples=200)
+@given(
+    per_min=st.integers(1, 6000),
+    steps=st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 50)), max_size=40),
+)
+def test_the_stored_budget_never_grants_more_than_burst_plus_rate_times_time(
+    per_min: int, steps: list[tuple[int, int]]
+) -> None:
+    """However the creates are asked for (several at once, as a dispatch round claims them), a
+    budget stored and loaded between each claim grants at most its burst plus the rate."""
+    bucket = SharedBucket(per_min)
+    start = bucket.clock.now_ms()
+    granted = 0
+    for advance_ms, wanted in steps:
+        bucket.clock.advance(ms=advance_ms)
+        now = bucket.clock.now_ms()
+        allowed, wait_s = bucket.rate.available(bucket.state, now, wanted)
+        assert 0 <= allowed <= wanted and wait_s >= 0
+        bucket.state = bucket.rate.take(bucket.state, now, allowed)
+        granted += allowed
+    elapsed_s = (bucket.clock.now_ms() - start) / 1000
+    burst = max(1.0, per_min / 60 * DEFAULT_BURST_S)
+    assert granted <= burst + per_min / 60 * elapsed_s + 1e-6

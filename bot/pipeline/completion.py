@@ -6,7 +6,8 @@
 
 Each step is idempotent and looks at what is already done (the clip on disk, the hold's
 resolution, the job's state), so a restart at any point finishes the job exactly once. At most one
-completion per job runs at a time.
+completion per job runs at a time in a process, and only in the process holding the job's lease,
+checked again (and renewed) just before the delivery, the one step that cannot be undone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bot.pipeline.backoff import full_jitter_s
 from bot.pipeline.config import PipelineConfig
 from bot.pipeline.delivery import DeliveryError, DeliverySink
 from bot.pipeline.events import EventBus, JobEvent
+from bot.pipeline.leases import LeaseKeeper
 from bot.pipeline.media_store import MediaStore
 from bot.pipeline.metrics import Metrics
 from bot.pipeline.scheduler import Scheduler
@@ -53,7 +55,9 @@ class Completion:
         events: EventBus,
         metrics: Metrics,
         tasks: BackgroundTasks,
+        leases: LeaseKeeper,
     ) -> None:
+        self._leases = leases
         self._jobs = jobs
         self._clock = clock
         self._vendors = vendors
@@ -96,6 +100,8 @@ class Completion:
                 return
             job = fetched
         job = await self._settlement.capture(job)
+        if not await self._leases.hold(job.id):
+            return  # another process took the job over (this one stalled): it delivers
         await self._deliver(job)
 
     async def _download(self, job: Job) -> Job | None:

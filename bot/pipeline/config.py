@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bot.pipeline.leases import default_process_id
 from bot.settings import Settings
 
 MAX_SUBMIT_ATTEMPTS = 5
@@ -37,6 +38,8 @@ class PipelineConfig:
     member_max_live: int = 2
     member_max_queued: int = 5
     member_cooldown_s: int = 0
+    process_id: str = field(default_factory=default_process_id)
+    lease_s: float = 30.0
 
     def slots(self, provider: str) -> int:
         """How many jobs may be live at `provider` at once."""
@@ -64,4 +67,6 @@ class PipelineConfig:
             member_max_live=settings.member_max_live_jobs,
             member_max_queued=settings.member_max_queued_jobs,
             member_cooldown_s=settings.member_cooldown_s,
+            process_id=settings.process_id or default_process_id(),
+            lease_s=settings.lease_s,
         )

@@ -27,6 +27,7 @@ from bot.pipeline.dispatcher import Dispatcher
 from bot.pipeline.events import EventBus, JobObserver
 from bot.pipeline.failover import Failover, IncidentHandler
 from bot.pipeline.intake import Intake
+from bot.pipeline.leases import LeaseKeeper
 from bot.pipeline.media_store import MediaStore
 from bot.pipeline.metrics import Metrics
 from bot.pipeline.models import Actor, Quote, Receipt, Requester
@@ -44,7 +45,7 @@ from bot.pipeline.webhooks import WebhookInbox
 from bot.pricing import PriceTable
 from bot.providers import VideoProvider
 from bot.request import VideoRequest
-from storage import Database, GuildPolicy, Job, JobStore, Ledger
+from storage import Database, GuildPolicy, Job, JobStore, Leases, Ledger, WorkedJobs
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,14 @@ class Pipeline:
         self._scheduler = Scheduler(
             clock=self.clock, concurrency=self.config.poll_concurrency, name="jobs"
         )
+        self.leases = LeaseKeeper(
+            leases=Leases(db, WorkedJobs(late_grace_ms=self.config.late_grace_s * 1000)),
+            clock=self.clock,
+            process_id=self.config.process_id,
+            lease_s=self.config.lease_s,
+            scheduler=self._scheduler,
+            events=self.events,
+        )
         vendors = Vendors(providers, default_provider)
         gate = PolicyGate(self.policy, self.ledger)
         self._settlement = Settlement(
@@ -105,6 +114,7 @@ class Pipeline:
             tasks=self._tasks,
             jobs=self.jobs,
             events=self.events,
+            leases=self.leases,
         )
         creates = Creates(media=media, config=self.config)
         recoveries = Recoveries(
@@ -126,6 +136,7 @@ class Pipeline:
             metrics=self.metrics,
             jobs=self.jobs,
             events=self.events,
+            leases=self.leases,
         )
         failover = Failover(
             db=db,
@@ -152,6 +163,7 @@ class Pipeline:
             tasks=self._tasks,
             jobs=self.jobs,
             events=self.events,
+            leases=self.leases,
         )
         self._intake = Intake(
             db=db,
@@ -179,7 +191,7 @@ class Pipeline:
         self._webhooks = WebhookInbox(
             jobs=self.jobs,
             vendors=vendors,
-            scheduler=self._scheduler,
+            leases=self.leases,
             metrics=self.metrics,
             tasks=self._tasks,
         )
@@ -213,12 +225,15 @@ class Pipeline:
         self._accepting = False
 
     async def start(self) -> None:
-        """Resume every unfinished job, then start the loops and accept new work."""
-        await self._tracker.resume()
+        """Resume every unfinished job no other live process works on (bot.pipeline.leases),
+        then start the loops and accept new work."""
+        await self.jobs.unfinished()  # remembers their webhook targets on the way
+        await self.leases.resume()  # schedules the jobs no live process holds
         self._scheduler.start(self._tracker.tick)
         self._stopping = False
         self._supervise("dispatcher", self._dispatcher.run)
         self._supervise("sweeper", self._sweeper.run)
+        self._supervise("leases", self.leases.run)
         self._accepting = True
         self._dispatcher.wake()
 

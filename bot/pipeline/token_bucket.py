@@ -32,6 +32,20 @@ class TokenBucket:
         self._updated_s = now_s
         self._resume_s = now_s  # nothing accrues or is granted before this
 
+    @classmethod
+    def restore(
+        cls, rate_per_s: float, *, burst_s: float, level: float, updated_s: float, resume_s: float
+    ) -> TokenBucket:
+        """A bucket in the state `snapshot` returned (kept elsewhere, e.g. in the database)."""
+        bucket = cls(rate_per_s, burst_s=burst_s, now_s=updated_s)
+        bucket._level = max(0.0, min(level, bucket.capacity))
+        bucket._resume_s = resume_s
+        return bucket
+
+    def snapshot(self) -> tuple[float, float, float]:
+        """(level, updated_s, resume_s): what `restore` takes, with the rate, to go on."""
+        return self._level, self._updated_s, self._resume_s
+
     @property
     def rate_per_s(self) -> float:
         return self._rate_per_s

@@ -1,6 +1,8 @@
 """Tracker: follows every job the provider holds until it has an outcome.
 
-One scheduler (bot.pipeline.scheduler) calls `tick(job_id)` when a job is due:
+One scheduler (bot.pipeline.scheduler) calls `tick(job_id)` when a job is due; a job whose
+lease another process holds is left to it (bot.pipeline.leases, which also schedules the jobs this
+process resumes at start or takes over):
     submitted/running  poll the provider's status endpoint (the truth; webhooks only make a poll
                        happen sooner), interval growing with the job's age, per-provider poll
                        rate; past the deadline the job expires and its holds are released;
@@ -20,6 +22,7 @@ from bot.pipeline.backoff import full_jitter_s
 from bot.pipeline.completion import Completion
 from bot.pipeline.config import DEFAULT_POLLS_PER_MIN, LATE_POLL_INTERVAL_S, PipelineConfig
 from bot.pipeline.events import EventBus, JobEvent
+from bot.pipeline.leases import LeaseKeeper
 from bot.pipeline.metrics import Metrics
 from bot.pipeline.recovery import Recoveries
 from bot.pipeline.scheduler import Scheduler
@@ -57,7 +60,9 @@ class Tracker:
         recoveries: Recoveries,
         events: EventBus,
         metrics: Metrics,
+        leases: LeaseKeeper,
     ) -> None:
+        self._leases = leases
         self._jobs = jobs
         self._clock = clock
         self._vendors = vendors
@@ -77,17 +82,6 @@ class Tracker:
             for name in vendors
         }
 
-    async def resume(self) -> int:
-        """Schedule every unfinished job the provider side owns; return how many."""
-        now = self._clock.now_ms()
-        count = 0
-        for job in await self._jobs.unfinished():
-            if job.state in (S.QUEUED, S.AWAITING_APPROVAL):
-                continue  # the dispatcher (and approvals) pick these up
-            self._scheduler.schedule(job.id, now)
-            count += 1
-        return count
-
     async def tick(self, job_id: str) -> None:
         """The scheduler's callback: move one job along according to its state."""
         try:
@@ -99,8 +93,8 @@ class Tracker:
 
     async def _advance(self, job_id: str) -> None:
         job = await self._jobs.find(job_id)
-        if job is None:
-            return
+        if job is None or not await self._leases.working(job):
+            return  # gone, or another process works on it now
         if job.state in LIVE:
             await self._poll(job)
         elif job.state in (S.SUCCEEDED, S.DELIVERY_FAILED):
