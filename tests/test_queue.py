@@ -17,7 +17,7 @@ from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.providers.fal import FalProvider
 from bot.settings import EachLabsSettings, FalSettings
-from storage import AccountRef, JobState
+from storage import AccountRef, JobState, OffsetClock
 from tests.pipeline_support import Harness, ProviderFactory, member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 from tests.provider_doubles.fal import API_KEY as FAL_KEY
@@ -257,11 +257,13 @@ async def test_jobs_waiting_for_a_create_token_stay_queued_and_the_member_limit_
     """A job leaves the queue only with a create token from the vendor's shared budget (taken in
     the same transaction); without one it stays queued, unclaimed. Once tokens are there, the
     member's live limit still holds: their third job waits though the vendor has room."""
+    clock = OffsetClock()
     async with EachLabsDouble() as double:
         double.default_script = ["processing"]
         async with queue_pipeline(
             tmp_path,
             eachlabs(double),
+            clock=clock,
             max_concurrent={"eachlabs": 10},
             creates_per_min={"eachlabs": 6},  # one token at a time, one every 10 s
             deadline_s=3600,
@@ -278,10 +280,10 @@ async def test_jobs_waiting_for_a_create_token_stay_queued_and_the_member_limit_
                 JobState.QUEUED,
             ]
             assert len(double.jobs) == 1
-            p.clock.advance(seconds=60)  # a token again
+            clock.advance(seconds=60)  # a token again
             await p.service.next_dispatch_round()
             await p.wait_for_state(second.id, JobState.RUNNING)
-            p.clock.advance(seconds=60)  # and another, but the member has two live jobs
+            clock.advance(seconds=60)  # and another, but the member has two live jobs
             await p.service.next_dispatch_round()
             assert (await p.service.jobs.get(third.id)).state is JobState.QUEUED
             assert len(double.jobs) == 2
