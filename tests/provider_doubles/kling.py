@@ -240,6 +240,8 @@ class KlingDouble(VendorDouble):
         self.clock: Callable[[], float] = time.time
         self.webhook_secret: str | None = None
         self.max_parallel: int | None = None
+        self.peak_live = 0  # the most tasks live at once
+        self.over_parallel = 0  # creates refused with 1303 (over max_parallel)
         self.tokens: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.refused_tokens: list[int] = []  # the codes of refused tokens, in order
         self.poll_replies: deque[tuple[int, Any]] = deque()
@@ -338,6 +340,7 @@ class KlingDouble(VendorDouble):
         if problems:
             return self.error(1201, "; ".join(problems))
         if self.max_parallel is not None and self.live() >= self.max_parallel:
+            self.over_parallel += 1
             return self.error(1303, "parallel task over resource pack limit")
         job = KlingJob(
             self.new_id(),
@@ -348,6 +351,7 @@ class KlingDouble(VendorDouble):
             created_at_ms=int(self.clock() * 1000),
         )
         self.jobs[job.id] = job
+        self.peak_live = max(self.peak_live, self.live())
         data = {
             "task_id": job.id,
             "task_info": {"external_task_id": body.get("external_task_id", "")},
