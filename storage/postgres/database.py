@@ -19,9 +19,10 @@ error) never waits for a connection held by another write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -198,6 +199,13 @@ class PostgresDatabase(Database):
     @property
     def location(self) -> str:
         return redacted(self.url)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection of its own, for bulk work (`klingbot db copy`): statements run
+        as given, in whatever transaction the caller opens."""
+        async with self._writers.acquire() as conn:
+            yield conn
 
     async def close(self) -> None:
         if self._closed:
