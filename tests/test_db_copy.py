@@ -93,7 +93,7 @@ async def make_history(path: Path, seed: int) -> None:
 async def snapshot(target: str) -> tuple[object, ...]:
     async with await Database.open(target) as db:
         ledger, jobs = Ledger(db), JobStore(db)
-        balances = []
+        balances: list[tuple[object, ...]] = []
         for guild in GUILDS:
             pool = await ledger.balance(AccountRef.pool(guild))
             balances.append(("pool", guild, pool.posted, pool.pending, pool.available))
