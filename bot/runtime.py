@@ -73,7 +73,7 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open the database and sessions and build the pipeline with the front end's sink,
     observers and incident handlers (not started yet)."""
-    db = await Database.open(settings.db_path, clock=clock)
+    db = await Database.open(settings.database_target, clock=clock, **settings.database_options)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.http_timeout_s))
     http = ProviderHttp(session, timeout_s=settings.http_timeout_s)
     providers: dict[str, VideoProvider] = {}

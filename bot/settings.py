@@ -150,7 +150,10 @@ class Settings(BaseSettings):
     failover_providers: Annotated[list[ProviderName], NoDecode] = Field(default_factory=list)
 
     # Storage and web
-    db_path: Path = Path("data/klingbot.db")
+    db_path: Path = Path("data/klingbot.db")  # SQLite, the default: nothing to install
+    # PostgreSQL instead (several processes, several machines): postgresql://user:pass@host/db
+    database_url: SecretStr | None = None
+    database_max_connections: int = Field(default=10, ge=2, le=1000)  # per process, for writes
     media_dir: Path = Path("data/media")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -231,6 +234,33 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with https:// (or http:// for local testing)")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "must be a PostgreSQL URL (postgresql://user:password@host:5432/dbname);"
+                " leave it unset to use SQLite at KLINGBOT_DB_PATH"
+            )
+        return SecretStr(url)
+
+    @property
+    def database_target(self) -> str:
+        """What `Database.open` opens: the PostgreSQL URL when set, else the SQLite file."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return str(self.db_path)
+
+    @property
+    def database_options(self) -> dict[str, Any]:
+        """Backend options for `Database.open`."""
+        if self.database_url is None:
+            return {}
+        return {"write_connections": self.database_max_connections}
 
     def provider_settings(self, name: str) -> ProviderSettings:
         """The settings group of one provider."""

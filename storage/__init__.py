@@ -1,10 +1,10 @@
 """Persistent state: the database, the credit ledger, jobs and guild policy.
 
-Nothing outside this package writes SQL. The classes here expose plain Python values, so another
-backend could sit behind the same methods.
+Nothing outside this package writes SQL. The classes here expose plain Python values; two backends
+sit behind the same methods: SQLite (storage.sqlite, the default) and PostgreSQL (storage.postgres).
 Owns: the schema and its migrations, the ledger's rules (enforced by the database itself), jobs
 and their allowed transitions, guild policy, the bot's small key-value state.
-May import: the standard library and its database drivers only; never anything from bot/ or cogs/.
+May import: the standard library and the database drivers (aiosqlite, asyncpg) only; never anything from bot/ or cogs/.
 """
 
 from storage.clock import Clock, ManualClock, OffsetClock, SystemClock
@@ -38,6 +38,7 @@ from storage.ledger import (
     TransferKind,
 )
 from storage.policy import BlockedPattern, GuildPolicy, ModerationEvent, PolicySnapshot
+from storage.postgres import PostgresDatabase
 from storage.sqlite import SqliteDatabase
 from storage.state import BotState, Draft
 from storage.vendor_rates import VendorRate, VendorRates
@@ -78,6 +79,7 @@ __all__ = [
     "NewJob",
     "OffsetClock",
     "PolicySnapshot",
+    "PostgresDatabase",
     "RefundExceedsCapture",
     "SqliteDatabase",
     "StorageError",

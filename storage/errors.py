@@ -2,6 +2,8 @@
 
 StorageError
 ├── DatabaseUnavailable      the database cannot be written (read-only, disk full, locked)
+├── ConstraintRefused        PostgreSQL refused a statement by a schema rule (SQLite's wording;
+│                            storage code catches it with sqlite3.IntegrityError: INTEGRITY_ERRORS)
 ├── LedgerError
 │   ├── InsufficientCredits  a movement would take an account's available balance below zero
 │   ├── IdempotencyConflict  a key was reused with different fields
@@ -16,6 +18,8 @@ StorageError
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class StorageError(Exception):
     """Base of every storage error; `str(error)` is the human-readable message."""
@@ -23,6 +27,14 @@ class StorageError(Exception):
 
 class DatabaseUnavailable(StorageError):
     """The database refused a write for a reason outside the request (read-only, full, locked)."""
+
+
+class ConstraintRefused(StorageError):
+    """A statement broke a rule of the schema (constraint or trigger), worded as SQLite words it."""
+
+
+# What a refused statement raises, on either backend.
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, ConstraintRefused)
 
 
 class LedgerError(StorageError):

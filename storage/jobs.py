@@ -225,6 +225,8 @@ class JobStore:
         self._db = db
         self._targets = WebhookTargets()
         self._seen = SeenDeliveries()
+        # SQLite's two-argument MAX is PostgreSQL's GREATEST.
+        self._greatest = "GREATEST" if db.dialect == "postgresql" else "MAX"
 
     async def create(self, new: NewJob, *, tx: Tx | None = None) -> Job:
         now = self._db.clock.now_ms()
@@ -236,7 +238,7 @@ class JobStore:
                 " upload_limit_bytes, parent_job_id, created_at_ms, updated_at_ms, deadline_at_ms,"
                 " role_ids_json, limits_exempt, fair_round)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
-                "  (SELECT MAX((SELECT round FROM queue_clock), COALESCE((SELECT MAX(fair_round) + 1"
+                f"  (SELECT {self._greatest}((SELECT round FROM queue_clock), COALESCE((SELECT MAX(fair_round) + 1"
                 "   FROM jobs WHERE guild_id = ? AND user_id = ?"
                 "   AND state IN ('queued', 'submitted', 'running')), 0)))) RETURNING *",
                 (
@@ -441,12 +443,14 @@ class JobStore:
 
     async def advance_queue_round(self, fair_round: int, *, tx: Tx) -> None:
         """Remember the round of a job leaving the queue: newcomers start from it."""
-        await tx.execute("UPDATE queue_clock SET round = MAX(round, ?)", (fair_round,))
+        await tx.execute(
+            f"UPDATE queue_clock SET round = {self._greatest}(round, ?)", (fair_round,)
+        )
 
     async def assign_round(self, job_id: str, *, tx: Tx) -> None:
         """Give a job that (re-)enters the queue its member's next fair round."""
         await tx.execute(
-            "UPDATE jobs SET fair_round = (SELECT MAX((SELECT round FROM queue_clock),"
+            f"UPDATE jobs SET fair_round = (SELECT {self._greatest}((SELECT round FROM queue_clock),"
             " COALESCE((SELECT MAX(o.fair_round) + 1 FROM jobs AS o WHERE o.guild_id = jobs.guild_id"
             "   AND o.user_id = jobs.user_id AND o.id <> jobs.id"
             "   AND o.state IN ('queued', 'submitted', 'running')), 0))) WHERE id = ?",

@@ -18,13 +18,13 @@ Why one module of this length: every ledger movement's SQL lives here, next to t
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from storage.database import Database, Row, Tx
 from storage.errors import (
+    INTEGRITY_ERRORS,
     HoldAlreadyResolved,
     HoldNotFound,
     IdempotencyConflict,
@@ -490,7 +490,7 @@ class Ledger:
         params = (key, kind.value, kind.value, amount, reason, self._db.clock.now_ms(), hold_id)
         try:
             rows = await (tx.fetchall(sql, params) if tx else self._db.write_statement(sql, params))
-        except sqlite3.IntegrityError as error:
+        except INTEGRITY_ERRORS as error:
             raise await self._resolution_error(error, hold_id) from error
         if rows:
             return Transfer.from_row(rows[0])
@@ -503,7 +503,7 @@ class Ledger:
             raise IdempotencyConflict(key)
         return existing
 
-    async def _resolution_error(self, error: sqlite3.IntegrityError, hold_id: int) -> Exception:
+    async def _resolution_error(self, error: Exception, hold_id: int) -> Exception:
         text = str(error)
         row = await self._db.fetchone("SELECT kind FROM transfers WHERE pending_id = ?", (hold_id,))
         if row is not None or "transfers.pending_id" in text:
@@ -530,7 +530,7 @@ class Ledger:
         if tx is None:
             try:
                 rows = await self._db.write_statement(sql, params)
-            except sqlite3.IntegrityError as error:
+            except INTEGRITY_ERRORS as error:
                 raise await self._movement_error(error, key, amount, debit) from error
             return await self._first_or_replay(rows, key, expected, None)
         return await self._insert(run, key, expected, amount, debit, (debit,), tx)
@@ -547,7 +547,7 @@ class Ledger:
     ) -> Transfer:
         try:
             rows = await run(tx) if tx is not None else await self._db.write(run)
-        except sqlite3.IntegrityError as error:
+        except INTEGRITY_ERRORS as error:
             raise await self._movement_error(error, key, amount, debit) from error
         return await self._first_or_replay(rows, key, expected, tx)
 
@@ -565,7 +565,7 @@ class Ledger:
         return existing
 
     async def _movement_error(
-        self, error: sqlite3.IntegrityError, key: str, amount: int, debit: AccountRef
+        self, error: Exception, key: str, amount: int, debit: AccountRef
     ) -> Exception:
         if await self._by_key(key, None) is not None:
             return IdempotencyConflict(key)  # the key is taken, by a movement with other fields
@@ -836,7 +836,7 @@ class Ledger:
                 WHERE t.job_id IS NOT NULL
                   AND (t.credit_account_id = s.id OR t.debit_account_id = s.id)
                 GROUP BY t.job_id
-            ) WHERE refunded > captured ORDER BY job_id
+            ) AS per_job WHERE refunded > captured ORDER BY job_id
             """
         ):
             report.violations.append(

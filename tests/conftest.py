@@ -1,5 +1,6 @@
-"""Shared fixtures: a real SQLite database in a temporary directory, a manual clock, and a
-loopback endpoint that records the callbacks a provider double sends."""
+"""Shared fixtures: a real database (SQLite in a temporary directory; PostgreSQL too in the
+modules marked `both_backends`), a manual clock, and a loopback endpoint that records the
+callbacks a provider double sends."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import aiohttp.web
 import pytest
 
 from storage import Database, GuildPolicy, JobStore, Ledger, ManualClock
+from tests.backends import open_database
 
 
 @pytest.fixture
@@ -18,10 +20,15 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def db(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "klingbot.db", clock=clock)
-    yield database
-    await database.close()
+def backend() -> str:
+    """The storage backend under test; `tests.backends.both_backends` runs a module on both."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def db(tmp_path: Path, clock: ManualClock, backend: str) -> AsyncIterator[Database]:
+    async with open_database(backend, tmp_path, clock) as database:
+        yield database
 
 
 @pytest.fixture

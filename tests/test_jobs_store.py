@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 
 import pytest
 
 from storage import Database, IllegalTransition, JobNotFound, JobState, JobStore, NewJob, Tx
 from storage.jobs import TRANSITIONS
+from tests.backends import RawRefused, both_backends, raw_sql
+
+pytestmark = both_backends
 
 S = JobState
 
@@ -75,12 +76,8 @@ async def test_database_refuses_illegal_transition_from_raw_sql(
     db: Database, jobs: JobStore
 ) -> None:
     job = await jobs.create(new_job())
-    conn = sqlite3.connect(Path(db.location), isolation_level=None)
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="illegal job transition"):
-            conn.execute("UPDATE jobs SET state = 'delivered' WHERE id = ?", (job.id,))
-    finally:
-        conn.close()
+    with pytest.raises(RawRefused, match="illegal job transition"):
+        await raw_sql(db, "UPDATE jobs SET state = 'delivered' WHERE id = ?", (job.id,))
 
 
 async def test_racing_transitions_only_one_wins(jobs: JobStore) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +18,9 @@ from storage import (
     ManualClock,
     TransferKind,
 )
+from tests.backends import RawRefused, both_backends, drop_trigger, raw_sql
+
+pytestmark = both_backends
 
 G, ALICE, BOB = 10, 1, 2
 alice = AccountRef.member(G, ALICE)
@@ -176,14 +177,6 @@ async def test_history_shows_effect_on_available(ledger: Ledger) -> None:
     assert [e.transfer.id for e in older] == [h.transfer.id for h in history[2:4]]
 
 
-async def _raw(db_path: Path, sql: str) -> None:
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    try:
-        conn.execute(sql)
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize(
     "sql",
     [
@@ -207,8 +200,8 @@ async def test_raw_sql_cannot_tamper_or_overdraw(db: Database, ledger: Ledger, s
     hold = await ledger.reserve(key="h", payer=alice, amount=10)
     await ledger.capture(hold.id)
     before = await ledger.audit()
-    with pytest.raises(sqlite3.IntegrityError):
-        await _raw(Path(db.location), sql)
+    with pytest.raises(RawRefused):
+        await raw_sql(db, sql)
     after = await ledger.audit()
     assert after.ok and (after.transfers, after.spent) == (before.transfers, before.spent)
     assert (await ledger.balance(alice)).available == 90
@@ -216,10 +209,8 @@ async def test_raw_sql_cannot_tamper_or_overdraw(db: Database, ledger: Ledger, s
 
 async def test_audit_detects_tampered_totals(db: Database, ledger: Ledger) -> None:
     await ledger.issue_to_member(G, ALICE, 100, key="i")
-    conn = sqlite3.connect(db.location, isolation_level=None)
-    conn.execute("DROP TRIGGER accounts_totals_guard")  # what an attacker with the file could do
-    conn.execute("UPDATE accounts SET credits_posted = 5000 WHERE kind = 'member'")
-    conn.close()
+    await drop_trigger(db, "accounts_totals_guard", "accounts")  # an attacker with the file could
+    await raw_sql(db, "UPDATE accounts SET credits_posted = 5000 WHERE kind = 'member'")
     report = await ledger.audit()
     assert not report.ok
     assert any("differ from its entries" in v for v in report.violations)

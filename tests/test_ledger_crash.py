@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from storage import Database, Ledger
+from tests.backends import both_backends, create_database, drop_database, require_postgres
 from tests.migrations_on_disk import latest_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ class Worker:
     reached: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    async def start(cls, path: Path, seed: int, *flags: str) -> Worker:
+    async def start(cls, path: Path | str, seed: int, *flags: str) -> Worker:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -82,8 +83,22 @@ async def lost_acks(db: Database, acks: list[Ack]) -> list[Ack]:
 
 
 @pytest.mark.slow
-async def test_sigkill_at_random_points_loses_no_acknowledged_transfer(tmp_path: Path) -> None:
-    path = tmp_path / "crash.db"
+@both_backends
+async def test_sigkill_at_random_points_loses_no_acknowledged_transfer(
+    tmp_path: Path, backend: str
+) -> None:
+    if backend == "sqlite":
+        await sigkill_rounds(tmp_path / "crash.db")
+        return
+    require_postgres()
+    url = await create_database(migrated=False)  # the first rounds are killed while migrating
+    try:
+        await sigkill_rounds(url)
+    finally:
+        await drop_database(url)
+
+
+async def sigkill_rounds(path: Path | str) -> None:
     rng = random.Random(20261121)
     acked: list[Ack] = []
     entries_seen: list[int] = []

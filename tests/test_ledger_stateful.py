@@ -29,6 +29,7 @@ from storage import (
     Ledger,
     Transfer,
 )
+from tests.backends import create_database, drop_database
 
 T = TypeVar("T")
 ACCOUNTS = [
@@ -56,11 +57,18 @@ class Replay:
 
 
 class LedgerMachine(RuleBasedStateMachine):
+    backend = "sqlite"
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp())
-        self.db = self.run(Database.open(self.dir / "l.db", durable=False))
+        self.url: str | None = None
+        if self.backend == "sqlite":
+            self.db = self.run(Database.open(self.dir / "l.db", durable=False))
+        else:  # a fresh database per example, cloned from the migrated template
+            self.url = self.run(create_database())
+            self.db = self.run(Database.open(self.url))
         self.ledger = Ledger(self.db)
         self.posted: dict[AccountRef, int] = dict.fromkeys(ACCOUNTS, 0)
         self.pending: dict[AccountRef, int] = dict.fromkeys(ACCOUNTS, 0)
@@ -73,6 +81,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.run(self.db.close())
+        if self.url is not None:
+            self.run(drop_database(self.url))
         self.loop.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -223,3 +233,15 @@ class LedgerMachine(RuleBasedStateMachine):
 
 LedgerMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 TestLedgerMachine = LedgerMachine.TestCase
+
+
+class PostgresLedgerMachine(LedgerMachine):
+    """The same machine on PostgreSQL."""
+
+    backend = "postgresql"
+
+
+PostgresLedgerMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=30, deadline=None
+)
+TestPostgresLedgerMachine = PostgresLedgerMachine.TestCase

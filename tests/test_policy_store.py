@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from storage import BlockedPattern, Database, GuildPolicy, ManualClock, PolicySnapshot, Tx
+from tests.backends import both_backends
+
+pytestmark = both_backends
 
 G = 5
 

@@ -4,7 +4,6 @@ many refunds race, and `ledger audit` reports a ledger where it happened anyway.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from storage import (
     RefundExceedsCapture,
     Transfer,
 )
+from tests.backends import both_backends, drop_trigger
 from tests.pipeline_support import member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 
@@ -37,6 +37,7 @@ async def captured_job(ledger: Ledger, job_id: str = "job-1", amount: int = 40) 
     await ledger.capture(hold.id)
 
 
+@both_backends
 async def test_a_refund_beyond_the_capture_is_refused_by_the_ledger(ledger: Ledger) -> None:
     await captured_job(ledger)
     first = await ledger.refund(alice, 30, key="refund:1", job_id="job-1")
@@ -52,6 +53,7 @@ async def test_a_refund_beyond_the_capture_is_refused_by_the_ledger(ledger: Ledg
     assert report.ok and report.spent == 0
 
 
+@both_backends
 async def test_two_refunds_racing_at_the_ledger_give_back_once(ledger: Ledger) -> None:
     await captured_job(ledger)
     results = await asyncio.gather(
@@ -103,14 +105,13 @@ async def test_two_klingadmin_refunds_at_once_refund_the_job_once(
         assert report.ok and report.spent == 0, report.render()
 
 
+@both_backends
 async def test_audit_reports_over_refunded_jobs_and_negative_spending(
     db: Database, ledger: Ledger
 ) -> None:
     """A ledger written before the rule existed (or by hand): the audit must not say OK."""
     await captured_job(ledger, amount=12)
-    conn = sqlite3.connect(db.location, isolation_level=None)
-    conn.execute("DROP TRIGGER IF EXISTS transfers_refund_within_capture")
-    conn.close()
+    await drop_trigger(db, "transfers_refund_within_capture", "transfers")
     await ledger.refund(alice, 12, key="refund:1", job_id="job-1")
     await ledger.refund(alice, 12, key="refund:2", job_id="job-1")
     await ledger.refund(alice, 12, key="refund:3")  # names no job
