@@ -1,23 +1,34 @@
 """Ledger throughput: reserve-then-capture cycles per second with durable commits.
 
-Baseline, measured in the same run on the same disk: plain `sqlite3` (WAL, synchronous=FULL)
-committing the same number of two-row transactions, one after another. The ledger runs each cycle
-as two durable writes (hold, then capture) through aiosqlite, triggers and idempotency checks, with
-many members at once (group commit shares each fsync), and also one cycle at a time for reference.
+SQLite. Baseline, measured in the same run on the same disk: plain `sqlite3` (WAL,
+synchronous=FULL) committing the same number of two-row transactions, one after another. The
+ledger runs each cycle as two durable writes (hold, then capture) through aiosqlite, triggers and
+idempotency checks, with many members at once (group commit shares each fsync), and also one cycle
+at a time for reference.
 
-    python -m bench.ledger [--cycles 4000] [--members 64]
+PostgreSQL (unless --no-postgres; the server at --database-url, default the local one; the bench
+creates and drops its own databases). Baseline: plain asyncpg two-row transactions (BEGIN, two
+INSERTs, COMMIT) from as many concurrent workers over a pool of the same size. The ledger: the same
+reserve+capture cycles through storage's PostgreSQL backend (SERIALIZABLE, triggers, row locks).
+
+    python -m bench.ledger [--cycles 4000] [--members 64] [--no-postgres] [--database-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import secrets
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from storage import AccountRef, Database, Ledger
+import asyncpg
+
+from storage import AccountRef, Database, Ledger, PostgresDatabase
 
 
 def baseline_tx_per_s(path: Path, transactions: int) -> float:
@@ -57,10 +68,108 @@ async def ledger_cycles_per_s(path: Path, cycles: int, members: int) -> float:
         return per_member * members / elapsed
 
 
+async def _scratch_database(server_url: str) -> str:
+    admin = await asyncpg.connect(server_url)
+    name = f"klingbot_bench_{secrets.token_hex(4)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+async def _drop(server_url: str, url: str) -> None:
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def pg_baseline_tx_per_s(url: str, transactions: int, workers: int, pool_size: int) -> float:
+    pool = await asyncpg.create_pool(url, min_size=pool_size, max_size=pool_size)
+    assert pool is not None
+    try:
+        await pool.execute(
+            "CREATE TABLE t (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            " account BIGINT, amount BIGINT)"
+        )
+        per_worker = transactions // workers
+
+        async def worker(w: int) -> None:
+            for n in range(per_worker):
+                async with pool.acquire() as conn, conn.transaction():
+                    await conn.execute("INSERT INTO t (account, amount) VALUES ($1, $2)", n, -10)
+                    await conn.execute("INSERT INTO t (account, amount) VALUES ($1, $2)", w, 10)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(workers)))
+        return per_worker * workers / (time.perf_counter() - started)
+    finally:
+        await pool.close()
+
+
+async def pg_ledger_cycles_per_s(
+    url: str, cycles: int, members: int, pool_size: int
+) -> tuple[float, int]:
+    async with await Database.open(url, write_connections=pool_size) as db:
+        ledger = Ledger(db)
+        for m in range(members):
+            await ledger.issue_to_member(1, m, 10 * cycles, key=f"seed:{m}")
+        per_member = cycles // members
+
+        async def member_loop(m: int) -> None:
+            payer = AccountRef.member(1, m)
+            for n in range(per_member):
+                hold = await ledger.reserve(key=f"h:{m}:{n}", payer=payer, amount=10)
+                await ledger.capture(hold.id, 8)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(member_loop(m) for m in range(members)))
+        elapsed = time.perf_counter() - started
+        report = await ledger.audit()
+        assert report.ok, report.render()
+        assert isinstance(db, PostgresDatabase)
+        return per_member * members / elapsed, db.retries
+
+
+async def postgres_section(server_url: str, cycles: int, members: int) -> None:
+    pool_size = 10
+    urls = [await _scratch_database(server_url) for _ in range(4)]
+    try:
+        base = await pg_baseline_tx_per_s(urls[0], cycles, members, pool_size)
+        concurrent, retries = await pg_ledger_cycles_per_s(urls[1], cycles, members, pool_size)
+        base_one = await pg_baseline_tx_per_s(urls[2], max(cycles // 4, 200), 1, pool_size)
+        sequential, _ = await pg_ledger_cycles_per_s(urls[3], max(cycles // 4, 200), 1, pool_size)
+    finally:
+        for url in urls:
+            await _drop(server_url, url)
+    print(f"\nPostgreSQL ({pool_size} connections)")
+    print(f"baseline  plain asyncpg two-row transactions, {members} workers: {base:8.0f} tx/s")
+    print(
+        f"ledger    reserve+capture, {members} members at once: {concurrent:8.0f} cycles/s"
+        f" ({retries} writes re-run after a serialization failure)"
+    )
+    print(f"baseline  plain asyncpg two-row transactions, one worker: {base_one:8.0f} tx/s")
+    print(f"ledger    reserve+capture, one member, one at a time: {sequential:8.0f} cycles/s")
+    print(
+        f"ratio     ledger cycles/s / baseline tx/s = {concurrent / base:.2f} (concurrent),"
+        f" {sequential / base_one:.2f} (sequential); target >= 0.5"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=4000)
     parser.add_argument("--members", type=int, default=64)
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "KLINGBOT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="a PostgreSQL server where the bench may create and drop databases",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = baseline_tx_per_s(Path(tmp) / "baseline.db", args.cycles)
@@ -78,6 +187,8 @@ def main() -> None:
         f" {sequential / base:.2f} (sequential)"
     )
     print(f"ratio     per durable commit (2 per cycle): {2 * concurrent / base:.2f} (concurrent)")
+    if not args.no_postgres:
+        asyncio.run(postgres_section(args.database_url, args.cycles, args.members))
 
 
 if __name__ == "__main__":

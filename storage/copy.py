@@ -28,7 +28,7 @@ _NOT_COPIED = {"schema_migrations", "ledger_guard"}
 # What both sides are compared by, before the target's transaction commits.
 _BALANCES = (
     "SELECT kind, guild_id, user_id, debits_pending, debits_posted, credits_pending,"
-    " credits_posted FROM accounts"
+    " credits_posted FROM account_totals"
 )
 _JOB_STATES = "SELECT id, state FROM jobs"  # compared sorted in Python: collations differ
 

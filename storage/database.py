@@ -7,9 +7,11 @@ SQLite-flavoured SQL with `?` placeholders; a backend runs it as its server need
 `dialect` only where the SQL itself must differ.
 
 A write is a function of a `Tx` that the backend runs atomically, and returns its result only
-once it is durable. Both backends give writes the same isolation: as if run one at a time (SQLite
-has one writer; PostgreSQL runs them SERIALIZABLE and re-runs one that lost a race), so a write
-function may read, decide and write without a race, and may be run more than once.
+once it is durable. Both backends give write functions the same isolation: as if run one at a
+time (SQLite has one writer; PostgreSQL runs them SERIALIZABLE and re-runs one that lost a race),
+so a write function may read, decide and write without a race, and may be run more than once.
+A single statement (`write_statement`) must carry its own conditions (WHERE, ON CONFLICT) or
+leave them to the schema.
 """
 
 from __future__ import annotations

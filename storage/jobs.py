@@ -484,8 +484,8 @@ class JobStore:
         """A member's waiting and running jobs in a guild, and their last request."""
         sql = (
             "SELECT"
-            " SUM(state IN ('queued', 'awaiting_approval')) AS queued,"
-            " SUM(state IN ('submitted', 'running')) AS live,"
+            " SUM(CASE WHEN state IN ('queued', 'awaiting_approval') THEN 1 ELSE 0 END) AS queued,"
+            " SUM(CASE WHEN state IN ('submitted', 'running') THEN 1 ELSE 0 END) AS live,"
             " MAX(created_at_ms) AS last_ms,"
             " MIN(CASE WHEN state IN ('submitted', 'running') THEN submitted_at_ms END) AS oldest_live_ms"
             " FROM jobs WHERE guild_id = ? AND user_id = ?"

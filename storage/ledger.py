@@ -659,9 +659,9 @@ class Ledger:
         """Credits issued, spent (captured) and held right now, from the running totals."""
         row = await self._db.fetchone(
             "SELECT"
-            " (SELECT debits_posted - credits_posted FROM accounts WHERE kind = 'issuance') AS issued,"
-            " (SELECT credits_posted - debits_posted FROM accounts WHERE kind = 'spend') AS spent,"
-            " (SELECT COALESCE(SUM(debits_pending), 0) FROM accounts"
+            " (SELECT debits_posted - credits_posted FROM account_totals WHERE kind = 'issuance') AS issued,"
+            " (SELECT credits_posted - debits_posted FROM account_totals WHERE kind = 'spend') AS spent,"
+            " (SELECT COALESCE(SUM(debits_pending), 0) FROM account_totals"
             "   WHERE kind IN ('pool', 'member')) AS held"
         )
         assert row is not None
@@ -733,7 +733,9 @@ class Ledger:
     # -- audit ---------------------------------------------------------------------------------
 
     async def audit(self) -> AuditReport:
-        """Recompute every account's totals from the entries and check the ledger's invariants."""
+        """Recompute every account's totals from the entries and check the ledger's invariants.
+        Totals are read from the account_totals view (on PostgreSQL the system accounts' totals
+        are summed from the entries there, so only member and pool totals can differ)."""
         report = AuditReport()
         db = self._db
         counts = await db.fetchone(
@@ -758,7 +760,7 @@ class Ledger:
                   (SELECT COALESCE(SUM(amount), 0) FROM open_holds WHERE credit_account_id = a.id) AS cpe
                 FROM accounts AS a
             )
-            SELECT a.*, r.dpo, r.cpo, r.dpe, r.cpe FROM accounts AS a JOIN recomputed AS r USING (id)
+            SELECT a.*, r.dpo, r.cpo, r.dpe, r.cpe FROM account_totals AS a JOIN recomputed AS r USING (id)
             WHERE a.debits_posted <> r.dpo OR a.credits_posted <> r.cpo
                OR a.debits_pending <> r.dpe OR a.credits_pending <> r.cpe
             """
@@ -772,7 +774,7 @@ class Ledger:
             )
         sums = await db.fetchone(
             "SELECT SUM(debits_posted) AS dpo, SUM(credits_posted) AS cpo,"
-            " SUM(debits_pending) AS dpe, SUM(credits_pending) AS cpe FROM accounts"
+            " SUM(debits_pending) AS dpe, SUM(credits_pending) AS cpe FROM account_totals"
         )
         assert sums is not None
         if sums["dpo"] != sums["cpo"] or sums["dpe"] != sums["cpe"]:
@@ -807,7 +809,7 @@ class Ledger:
             )
         for row in await db.fetchall(
             "SELECT kind, debits_posted - credits_posted AS issued,"
-            " credits_posted - debits_posted AS spent FROM accounts"
+            " credits_posted - debits_posted AS spent FROM account_totals"
             " WHERE (kind = 'issuance' AND debits_posted - credits_posted < 0)"
             "  OR (kind = 'spend' AND credits_posted - debits_posted < 0)"
         ):
@@ -844,8 +846,8 @@ class Ledger:
                 f" {row['captured']} were captured for it"
             )
         totals = await db.fetchone(
-            "SELECT (SELECT debits_posted - credits_posted FROM accounts WHERE kind = 'issuance')"
-            " AS issued, (SELECT credits_posted - debits_posted FROM accounts WHERE kind = 'spend')"
+            "SELECT (SELECT debits_posted - credits_posted FROM account_totals WHERE kind = 'issuance')"
+            " AS issued, (SELECT credits_posted - debits_posted FROM account_totals WHERE kind = 'spend')"
             " AS spent, (SELECT SUM(debits_pending) FROM accounts WHERE kind IN ('pool', 'member'))"
             " AS held, (SELECT COUNT(*) FROM transfers AS p WHERE p.kind = 'pending' AND NOT EXISTS"
             " (SELECT 1 FROM transfers AS r WHERE r.pending_id = p.id)) AS open_holds"

@@ -146,6 +146,10 @@ EXECUTE FUNCTION transfers_check_resolution();
 -- Apply an entry to its two accounts' totals. Each account is changed by an UPDATE of its row
 -- (the row lock orders concurrent writers; the CHECKs see the latest totals), lower id first so
 -- that two entries touching the same two accounts in opposite directions cannot deadlock.
+-- The two system accounts (issuance, spend) are left alone: nearly every entry touches spend, so
+-- a running total there would make every write wait for, and under SERIALIZABLE conflict with,
+-- every other. They have no balance rule to check; their totals are summed from the entries when
+-- read (the account_totals view, 0011).
 CREATE FUNCTION transfers_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     pending_delta BIGINT;
@@ -170,7 +174,7 @@ BEGIN
                 + CASE WHEN t.id = NEW.credit_account_id THEN pending_delta ELSE 0 END,
             credits_posted = t.credits_posted
                 + CASE WHEN t.id = NEW.credit_account_id THEN posted_delta ELSE 0 END
-        WHERE t.id = account_id;
+        WHERE t.id = account_id AND t.kind NOT IN ('issuance', 'spend');
     END LOOP;
     PERFORM set_config('klingbot.applying', 'off', true);
     RETURN NULL;
