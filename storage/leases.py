@@ -13,13 +13,16 @@ transaction is exclusive (BEGIN IMMEDIATE), so plain SQL is already atomic acros
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database, Tx
 
-__all__ = ["Leases", "WorkedJobs"]
+__all__ = ["POKE_CHANNEL", "Leases", "WorkedJobs"]
+
+POKE_CHANNEL = "klingbot_lease_poke"  # NOTIFY payload: the lease owner asked to look
 
 # Unfinished jobs that still need a process (what a restart resumes; one parameter: see
 # WorkedJobs.params). An expired job is polled for a late result until its grace period ends.
@@ -135,7 +138,36 @@ class Leases:
         return bool(rows)
 
     async def ask_owner(self, job_id: str) -> None:
-        """Ask the process holding the job's lease to look at it at its next heartbeat."""
-        await self._db.write_statement(
-            "UPDATE jobs SET lease_poke = 1 WHERE id = ? AND lease_owner IS NOT NULL", (job_id,)
-        )
+        """Ask the process holding the job's lease to look at it at its next heartbeat; on
+        PostgreSQL, NOTIFY wakes that heartbeat at once (see `listen`)."""
+
+        async def run(tx: Tx) -> None:
+            row = await tx.fetchone(
+                "UPDATE jobs SET lease_poke = 1 WHERE id = ? AND lease_owner IS NOT NULL"
+                " RETURNING lease_owner",
+                (job_id,),
+            )
+            if row is not None and self._db.dialect == "postgresql":
+                await tx.fetchone(f"SELECT pg_notify('{POKE_CHANNEL}', ?)", (row["lease_owner"],))
+
+        await self._db.write(run)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, owner: str, wake: Callable[[], None]) -> AsyncIterator[None]:
+        """While open, call `wake()` when another process asks `owner` to look at a job
+        (PostgreSQL LISTEN on a connection of its own; on SQLite nothing: the heartbeat finds
+        the requests)."""
+        if self._db.dialect != "postgresql":
+            yield
+            return
+
+        def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            if payload == owner:
+                wake()
+
+        async with self._db.connection() as conn:  # type: ignore[attr-defined]
+            await conn.add_listener(POKE_CHANNEL, heard)
+            try:
+                yield
+            finally:
+                await conn.remove_listener(POKE_CHANNEL, heard)

@@ -1,6 +1,7 @@
 """Several pipeline processes sharing one database (issue 12).
 
-Three real pipeline processes (tests/multi_worker.py) work one queue on one database file against
+Three real pipeline processes (tests/multi_worker.py) work one queue on one database (a SQLite
+file, or PostgreSQL) against
 the Kling double, which allows 10 tasks at once and records its peak. One process is SIGKILLed in
 the middle and never restarted: its jobs are taken over when their leases lapse. Every job ends
 with exactly one outcome (delivered once and captured once), the vendor never has more than 10
@@ -28,6 +29,7 @@ from bot.pipeline import MediaStore, Pipeline, Requester
 from bot.pricing import PriceTable
 from bot.providers import ProviderHttp
 from storage import FINAL_STATES, Database, JobState, JobStore, Ledger, SystemClock
+from tests.backends import both_backends, database_target
 from tests.multi_worker import LoggedSink, kling, pipeline_config
 from tests.provider_doubles.kling import KlingDouble
 
@@ -110,13 +112,13 @@ async def intake(root: Path, database: str, base_url: str) -> AsyncIterator[Pipe
 
 
 @pytest.mark.slow
+@both_backends
 async def test_three_processes_share_the_slots_and_take_over_a_killed_ones_jobs(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
-    database = str(tmp_path / "bot.db")
     (tmp_path / "out").mkdir()
     members = list(range(500, 540))
-    async with KlingDouble() as double:
+    async with KlingDouble() as double, database_target(backend, tmp_path) as database:
         double.max_parallel = SLOTS
         double.create_delay_s = 0.05  # some kills land while a create is answered
         # a task takes a dozen polls, so the kill finds the processes in the middle of their jobs

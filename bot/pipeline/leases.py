@@ -4,7 +4,9 @@ Every job the pipeline works on after it leaves the queue is leased to one proce
 (storage.leases): the dispatcher claims it with this process's lease. The keeper renews this
 process's leases every third of the lease time, takes over the jobs whose lease lapsed (their
 process died) and resumes them exactly as a restart does (the tracker polls, recovers a lost
-create, completes), and passes a webhook for a job another process works on to that process.
+create, completes), and passes a webhook for a job another process works on to that process
+(a flag on the job read at that process's next heartbeat; on PostgreSQL a NOTIFY wakes the
+heartbeat at once).
 One process alone runs the same code; every lease is its own.
 
 A process's id is `PipelineConfig.process_id` (KLINGBOT_PROCESS_ID), by default
@@ -20,7 +22,6 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
 
 from bot.pipeline.events import EventBus, JobEvent
 from bot.pipeline.scheduler import Scheduler
@@ -41,7 +42,6 @@ RELEASED = frozenset(
         JobEvent.REJECTED,
     }
 )
-Notify = Callable[[str], Awaitable[None]]
 
 
 def default_process_id() -> str:
@@ -86,7 +86,6 @@ class LeaseKeeper:
         self._lease_ms = int(lease_s * 1000)
         self._scheduler = scheduler
         self._held: set[str] = set()  # jobs this process works on, as far as it knows
-        self._notify: Notify | None = None
         self._wake = asyncio.Event()
         self.beats = Tally()  # heartbeats done (tests, tools)
         self.taken_over = 0  # jobs taken over from a process that stopped renewing
@@ -95,11 +94,6 @@ class LeaseKeeper:
     def until_ms(self) -> int:
         """When a lease taken or renewed now lapses."""
         return self._clock.now_ms() + self._lease_ms
-
-    def notify_with(self, notify: Notify) -> None:
-        """Wake a job's owner at once (PostgreSQL NOTIFY) besides the request it reads at its
-        next heartbeat."""
-        self._notify = notify
 
     def claimed(self, job_id: str) -> None:
         """The dispatcher claimed `job_id` with this process's lease (committed)."""
@@ -116,18 +110,19 @@ class LeaseKeeper:
     async def run(self) -> None:
         """The keeper loop (a task of the facade): a heartbeat every third of the lease time."""
         interval_s = self._lease_ms / 3000
-        while True:
-            await wait_event(self._wake, interval_s)
-            self._wake.clear()
-            try:
-                await self.beat()
-            except Exception:
-                log.exception("lease heartbeat failed")
-            finally:
-                self.beats.add()
+        async with self._leases.listen(self.owner, self.wake):
+            while True:
+                await wait_event(self._wake, interval_s)
+                self._wake.clear()
+                try:
+                    await self.beat()
+                except Exception:
+                    log.exception("lease heartbeat failed")
+                finally:
+                    self.beats.add()
 
     def wake(self) -> None:
-        """Beat now (a NOTIFY said another process asked this one to look at a job)."""
+        """Beat now (PostgreSQL NOTIFY: another process asked this one to look at a job)."""
         self._wake.set()
 
     async def beat(self) -> None:
@@ -198,5 +193,3 @@ class LeaseKeeper:
             self._scheduler.poke(job_id)
             return
         await self._leases.ask_owner(job_id)
-        if self._notify is not None:
-            await self._notify(job_id)
