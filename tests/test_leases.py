@@ -1,0 +1,93 @@
+"""Leases between processes (issue 12), two pipelines in one test on one SQLite file, each with
+its own process id, web server and delivery sink: a webhook that reaches the process that does
+not work on the job leads to one status check, by the owner, and one settlement; a process that
+stops renewing loses its jobs to another, which finishes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from bot.providers import ProviderHttp, VideoProvider
+from bot.providers.eachlabs import EachLabsProvider
+from bot.settings import EachLabsSettings
+from storage import Job, JobState
+from tests.pipeline_support import ProviderFactory, member, pipeline
+from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
+from tests.waits import until_stored
+
+
+def eachlabs(double: EachLabsDouble) -> ProviderFactory:
+    def build(http: ProviderHttp) -> dict[str, VideoProvider]:
+        settings = EachLabsSettings(api_key=SecretStr(API_KEY), base_url=double.api_base)
+        return {"eachlabs": EachLabsProvider(settings, http)}
+
+    return build
+
+
+def polls_of(double: EachLabsDouble, vendor_id: str) -> int:
+    return sum(1 for r in double.requests if r.method == "GET" and r.path.endswith(vendor_id))
+
+
+async def test_a_webhook_at_the_other_process_is_checked_once_by_the_owner(
+    tmp_path: Path,
+) -> None:
+    async with EachLabsDouble() as double:
+        double.default_script = ["processing"]  # until the test says otherwise
+        quiet: dict[str, Any] = {"poll_initial_s": 3600.0, "poll_max_s": 3600.0, "lease_s": 1.0}
+        async with pipeline(
+            tmp_path, eachlabs(double), default_provider="eachlabs", process_id="A", **quiet
+        ) as a:
+            await a.ledger.issue_to_member(1, 7, 100, key="seed")
+            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+
+            async def created() -> Job | None:  # then only a webhook makes anyone look again
+                found = await a.service.jobs.get(job.id)
+                return found if found.provider_job_id else None
+
+            running = await until_stored(a.db, created, timeout_s=20, what="created")
+            assert running.lease_owner == "A"
+            async with pipeline(
+                tmp_path, eachlabs(double), default_provider="eachlabs", process_id="B", **quiet
+            ) as b:
+                assert running.provider_job_id is not None
+                vendor_job = double.jobs[running.provider_job_id]
+                vendor_job.script, vendor_job.step = ["succeeded"], 0
+                polls_before = polls_of(double, vendor_job.id)
+                url = f"{b.web.url}/webhooks/eachlabs/{running.webhook_token}"
+                assert await double.send_webhook(vendor_job, url) == 200
+                done = await a.wait_for_state(job.id, JobState.DELIVERED)
+                assert await double.send_webhook(vendor_job, url) == 200  # a retry: nothing
+                await b.service.settle_due()
+                await a.service.settle_due()
+            assert done.lease_owner == "A"
+            assert [job_id for job_id, _ in a.sink.deliveries] == [job.id]
+            assert b.sink.deliveries == []
+            assert polls_of(double, vendor_job.id) - polls_before == 1, "one status check"
+            assert len(await a.captures(job.id)) == 1
+            assert (await a.ledger.audit()).ok
+
+
+async def test_a_process_that_stops_renewing_loses_its_jobs_to_another(tmp_path: Path) -> None:
+    async with EachLabsDouble() as double:
+        double.default_script = ["processing"]
+        config: dict[str, Any] = {"lease_s": 1.0}
+        async with pipeline(
+            tmp_path, eachlabs(double), default_provider="eachlabs", process_id="A", **config
+        ) as a:
+            await a.ledger.issue_to_member(1, 7, 100, key="seed")
+            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+            await a.wait_for_state(job.id, JobState.RUNNING)
+            await a.service.stop(grace_s=0.1)  # stops renewing (and working), as if it hung
+        async with pipeline(
+            tmp_path, eachlabs(double), default_provider="eachlabs", process_id="B", **config
+        ) as b:
+            vendor_job = next(iter(double.jobs.values()))
+            vendor_job.script, vendor_job.step = ["succeeded"], 0
+            done = await b.wait_for_state(job.id, JobState.DELIVERED, timeout_s=30)
+            assert done.lease_owner == "B"
+            assert [job_id for job_id, _ in b.sink.deliveries] == [job.id]
+            assert len(await b.captures(job.id)) == 1
+            assert len(double.jobs) == 1, "taken over, not created again"
