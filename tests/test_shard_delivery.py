@@ -64,3 +64,26 @@ async def test_a_job_in_a_guild_of_another_shard_is_delivered_by_channel_id(
     finally:
         await double.stop()
     assert double.internal_errors == []
+
+
+async def test_unsharded_the_bot_is_one_connection_as_before(tmp_path: Path) -> None:
+    """Without the shard settings: one session (shard 0 of 1) at the configured gateway address,
+    no GET /gateway/bot, every guild in the cache, ready once, commands synced at startup."""
+    double = await make_double()
+    double.add_guild(FAR_GUILD, name="far", owner_id=OWNER)
+    try:
+        async with running_bot(double, make_settings(tmp_path)) as run:
+            bot = run.bot
+            await double.wait_for(bot.is_ready)
+            assert double.gateway.live_shards() == [(0, 1)]
+            assert (bot.shard_id, bot.shard_count, sorted(bot.shards)) == (None, 1, [0])
+            assert {g.id for g in bot.guilds} == {GUILD, FAR_GUILD}
+            assert [shard for shard, _ in bot.latencies] == [0]
+            assert await bot.is_gateway_ready()
+            assert not [r for r in double.requests if r.path.startswith("/gateway")]
+            identified = [r for r in double.gateway_log if r.direction == "recv" and r.op == 2]
+            assert [r.path for r in identified] == ["/gateway/"]  # KLINGBOT_DISCORD_GATEWAY_URL
+            assert double.commands(GUILD)  # the only process syncs at startup
+    finally:
+        await double.stop()
+    assert double.internal_errors == []
