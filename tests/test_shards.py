@@ -4,14 +4,16 @@ that refuse bad ones by name."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.discord.cli import open_bot
 from bot.discord.client import FrontConfig
 from bot.errors import ConfigError
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 from bot.shards import check_shard_ids, parse_shard_ids, shard_of
 
 
@@ -178,3 +180,12 @@ def test_bad_settings_are_refused_by_name(
     assert f"{named}: " in text and message in text and "Traceback" not in text
     other = ({"KLINGBOT_SHARD_COUNT", "KLINGBOT_SHARD_IDS"} - {named}).pop()
     assert f"{other}: " not in text  # only the bad one is named
+
+
+async def test_a_bot_that_never_logged_in_closes(tmp_path: Path) -> None:
+    """discord.py's sharded close needs what login makes; a bot built only for its command tree
+    (the README check, tools) still closes."""
+    settings = Settings(_env_file=None, db_path=tmp_path / "bot.db", media_dir=tmp_path / "media")
+    async with open_bot(settings, with_web=False, start_pipeline=False) as bot:
+        await bot.close()
+        assert bot.is_closed()

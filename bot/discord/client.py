@@ -218,6 +218,11 @@ class KlingBot(commands.AutoShardedBot):
         if self.start_pipeline:
             await self.runtime.stop()
         await self.pacer.close()  # sends what is waiting first (a few seconds at most)
+        if self._ready is discord.utils.MISSING:
+            # Never logged in (a command tree built for a tool): no shard was started, and the
+            # sharded close expects its event queue, made at login; the plain close suffices.
+            await discord.Client.close(self)
+            return
         await super().close()
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
