@@ -1,15 +1,15 @@
 """KlingBot: the discord.py client, built by the entry point with its dependencies injected.
 
 The bot is made first (a discord.py client holding the shards KLINGBOT_SHARD_COUNT and
-KLINGBOT_SHARD_IDS give it, or the one shard of an unsharded bot), so that its delivery sink, status messages and
-incident reports can be handed to the pipeline when the runtime is built
+KLINGBOT_SHARD_IDS give it, or the one shard of an unsharded bot), so that its delivery sink,
+status messages and incident reports can be handed to the pipeline when the runtime is built
 (bot.discord.cli.open_bot); then `attach(runtime)` gives it the running system. `setup_hook`
 loads an explicit tuple of extensions (cogs), registers the persistent buttons (one `DynamicItem`
 class per action), starts the pipeline and web server (which resumes unfinished jobs) and, with
 KLINGBOT_DEV_GUILD_ID, syncs commands to that guild (only in the process holding shard 0).
 Everything the bot posts or edits is addressed by channel id through REST, never through the
-guild cache, so a process can deliver to a guild whose shard another process holds. Errors are answered by the command tree
-(`tree_cls=KlingTree`).
+guild cache, so a process can deliver to a guild whose shard another process holds. Errors are
+answered by the command tree (`tree_cls=KlingTree`).
 """
 
 from __future__ import annotations
