@@ -16,7 +16,7 @@ COPY cogs ./cogs
 COPY storage ./storage
 RUN pip install --upgrade pip && pip install . \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin klingbot \
-    && mkdir -p /data && chown klingbot:klingbot /data
+    && mkdir -p /data /media && chown klingbot:klingbot /data /media
 
 USER klingbot
 VOLUME ["/data"]

@@ -18,11 +18,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.shards import MAX_SHARD_COUNT, check_shard_ids, parse_shard_ids
 
 ProviderName = Literal[
     "local", "pixeldojo", "aihubmax", "eachlabs", "novita", "segmind", "fal", "replicate", "kling"
@@ -144,6 +146,10 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = None
     dev_guild_id: int | None = None
     owner_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    # Sharding (several processes): unset, one unsharded connection. With a count and no ids,
+    # this process holds every shard; with ids ("0,1", "0-2"), only those.
+    shard_count: int | None = Field(default=None, ge=1, le=MAX_SHARD_COUNT)
+    shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = None
 
     # Provider choice
     provider: ProviderName = "local"
@@ -217,6 +223,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
         return value
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _parse_shard_ids(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        if "shard_count" not in info.data:  # invalid itself: reported there
+            return None
+        count = info.data["shard_count"]
+        if count is None:
+            raise ValueError("needs KLINGBOT_SHARD_COUNT, the total number of shards of the bot")
+        if isinstance(value, str):
+            return parse_shard_ids(value, count)
+        if isinstance(value, list | tuple) and all(type(v) is int for v in value):
+            return check_shard_ids(value, count)
+        return value  # not ids at all: pydantic says so
 
     @field_validator("failover_providers", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -29,6 +30,17 @@ SERVER_URL = os.environ.get(
     "KLINGBOT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ("sqlite", "postgresql")
+
+
+def default_backend() -> str:
+    """The backend of tests that are not run on both: SQLite, or KLINGBOT_TEST_BACKEND (to run
+    the pipeline suites on PostgreSQL too: KLINGBOT_TEST_BACKEND=postgresql pytest ...)."""
+    chosen = os.environ.get("KLINGBOT_TEST_BACKEND", "sqlite")
+    if chosen not in BACKENDS:
+        raise ValueError(f"KLINGBOT_TEST_BACKEND must be one of {BACKENDS}, not {chosen!r}")
+    return chosen
+
+
 # Storage test modules: `pytestmark = both_backends` runs each test on each backend.
 both_backends = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -117,6 +129,27 @@ async def drop_database(url: str) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+_per_directory: dict[Path, str] = {}
+
+
+async def database_for(directory: Path) -> str:
+    """The PostgreSQL database that stands for `directory` (made on first use, dropped when the
+    test session ends): a test that restarts the bot on the same directory finds its data."""
+    if directory not in _per_directory:
+        url = await create_database()
+        _per_directory[directory] = url
+        atexit.register(_drop_sync, urlsplit(url).path.lstrip("/"))
+    return _per_directory[directory]
+
+
+def database_for_sync(directory: Path) -> str:
+    """`database_for`, from code that is not a coroutine (settings built inside a running loop)."""
+    if directory not in _per_directory:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, database_for(directory)).result()
+    return _per_directory[directory]
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ import aiohttp.web
 import pytest
 
 from storage import Database, GuildPolicy, JobStore, Ledger, ManualClock
-from tests.backends import open_database
+from tests.backends import default_backend, open_database
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def clock() -> ManualClock:
 @pytest.fixture
 def backend() -> str:
     """The storage backend under test; `tests.backends.both_backends` runs a module on both."""
-    return "sqlite"
+    return default_backend()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from bot.playground.double import DiscordDouble, DoubleInteraction, Message, pat
 from bot.runtime import Runtime
 from bot.settings import LocalSettings, Settings
 from storage import AccountRef, Clock, Job, JobState, OffsetClock
+from tests.backends import database_for_sync, default_backend
 from tests.provider_support import free_port
 from tests.waits import until_stored
 
@@ -69,6 +70,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "status_edit_interval_s": 0.2,
         "job_deadline_s": 3600,
     }
+    if default_backend() == "postgresql":  # KLINGBOT_TEST_BACKEND=postgresql
+        values["database_url"] = SecretStr(database_for_sync(tmp_path))
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

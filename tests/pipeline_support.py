@@ -28,6 +28,7 @@ from bot.pricing import PriceTable
 from bot.providers import ProviderHttp, VideoProvider
 from bot.web.app import WebServer, build_app
 from storage import Clock, Database, Job, JobState, Ledger, OffsetClock
+from tests.backends import database_for, default_backend
 from tests.provider_support import free_port
 from tests.waits import until_stored
 
@@ -123,7 +124,10 @@ async def pipeline(
     """A pipeline on a fresh database; `public` gives it a public URL (webhooks and media links)
     at its own web server (or `public_url`, a proxy in front of `port`); `start=False` leaves it stopped (call `start` or `open_intake`)."""
     clock = clock or OffsetClock()
-    db = await Database.open(tmp_path / "pipeline.db", clock=clock)
+    target = str(tmp_path / "pipeline.db")
+    if default_backend() == "postgresql":  # one database per tmp_path, so a restart finds it
+        target = await database_for(tmp_path)
+    db = await Database.open(target, clock=clock)
     session = aiohttp.ClientSession()
     http = ProviderHttp(session, timeout_s=5.0, retry_delay_s=0.05)
     adapters = providers(http)

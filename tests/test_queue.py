@@ -117,10 +117,15 @@ async def test_member_limits_live_queued_and_cooldown(tmp_path: Path) -> None:
             await fund(p, [7, 8, 9])
             jobs = [
                 (await p.service.submit(member(7), {"prompt": f"fox {n}", "duration_s": 3})).job
-                for n in range(7)
+                for n in range(2)
             ]
+            # the first two start before the next five are asked for: five may wait
             await p.wait_for_state(jobs[0].id, JobState.RUNNING)
             await p.wait_for_state(jobs[1].id, JobState.RUNNING)
+            jobs += [
+                (await p.service.submit(member(7), {"prompt": f"fox {n}", "duration_s": 3})).job
+                for n in range(2, 7)
+            ]
             await p.service.next_dispatch_round()  # free slots remain, but the third job waits
             assert p.service.creates_in_flight() == frozenset()
             states = [(await p.service.jobs.get(j.id)).state for j in jobs]

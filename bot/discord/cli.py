@@ -27,6 +27,15 @@ from storage import Clock, Job
 
 log = logging.getLogger(__name__)
 
+# Gateway close codes that mean the shard settings are wrong (restarting would not help).
+SHARDING_REFUSALS = {
+    4010: "Discord refused the shard settings (close code 4010, invalid shard): every process"
+    " of the bot must use the same KLINGBOT_SHARD_COUNT, and KLINGBOT_SHARD_IDS must be below it.",
+    4011: "Discord requires sharding (close code 4011): the bot is in too many servers for one"
+    " connection. Set KLINGBOT_SHARD_COUNT (at least one shard per 2,500 servers; Discord"
+    " recommends one per 1,000) and start the processes holding every shard.",
+}
+
 
 class NotConnectedSink:
     """A sink for a runtime that never delivers (sync, benchmarks of the Discord side alone)."""
@@ -88,6 +97,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         except discord.PrivilegedIntentsRequired:  # pragma: no cover - klingbot asks for none
             print("Discord refused the requested intents.", file=sys.stderr)
+            return 2
+        except discord.ConnectionClosed as closed:
+            if closed.code not in SHARDING_REFUSALS:
+                raise
+            print(SHARDING_REFUSALS[closed.code], file=sys.stderr)
             return 2
     return 0
 

@@ -1,12 +1,15 @@
 """KlingBot: the discord.py client, built by the entry point with its dependencies injected.
 
-The bot is made first (a plain discord.py client), so that its delivery sink, status messages and
-incident reports can be handed to the pipeline when the runtime is built
+The bot is made first (a discord.py client holding the shards KLINGBOT_SHARD_COUNT and
+KLINGBOT_SHARD_IDS give it, or the one shard of an unsharded bot), so that its delivery sink,
+status messages and incident reports can be handed to the pipeline when the runtime is built
 (bot.discord.cli.open_bot); then `attach(runtime)` gives it the running system. `setup_hook`
 loads an explicit tuple of extensions (cogs), registers the persistent buttons (one `DynamicItem`
 class per action), starts the pipeline and web server (which resumes unfinished jobs) and, with
-KLINGBOT_DEV_GUILD_ID, syncs commands to that guild. Errors are answered by the command tree
-(`tree_cls=KlingTree`).
+KLINGBOT_DEV_GUILD_ID, syncs commands to that guild (only in the process holding shard 0).
+Everything the bot posts or edits is addressed by channel id through REST, never through the
+guild cache, so a process can deliver to a guild whose shard another process holds. Errors are
+answered by the command tree (`tree_cls=KlingTree`).
 """
 
 from __future__ import annotations
@@ -89,6 +92,14 @@ class FrontConfig:
     status_edit_interval_s: float = 5.0
     default_upload_limit_bytes: int = 10 * 1024 * 1024
     public_url: str | None = None
+    shard_count: int | None = None  # None: one unsharded connection
+    shard_ids: tuple[int, ...] | None = None  # None: every shard of `shard_count`
+
+    @property
+    def syncs_commands(self) -> bool:
+        """Whether this process syncs commands at startup: only the one holding shard 0 (or the
+        only process), so that several processes do not all push the same definitions."""
+        return self.shard_ids is None or 0 in self.shard_ids
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FrontConfig:
@@ -98,6 +109,8 @@ class FrontConfig:
             status_edit_interval_s=settings.status_edit_interval_s,
             default_upload_limit_bytes=settings.default_upload_limit_mb * 1024 * 1024,
             public_url=settings.public_url,
+            shard_count=settings.shard_count,
+            shard_ids=settings.shard_ids,
         )
 
 
@@ -109,7 +122,11 @@ def point_discord_py_at(api_base_url: str | None, gateway_url: str | None) -> No
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-class KlingBot(commands.Bot):
+class KlingBot(commands.AutoShardedBot):
+    """Always discord.py's sharded bot, so that one code path serves one process or many:
+    unsharded it holds shard 0 of 1 (Discord treats IDENTIFY with [0, 1] as no sharding) and,
+    with the count given, connects to the configured gateway without asking GET /gateway/bot."""
+
     runtime: Runtime
     service: Pipeline
     state: BotState
@@ -125,6 +142,8 @@ class KlingBot(commands.Bot):
         # Every post and edit in a channel goes through the pacer, which sees all of
         # discord.py's requests and their rate-limit headers through the trace.
         self.pacer = Pacer(pacing)
+        if config.shard_ids is not None:
+            options["shard_ids"] = list(config.shard_ids)
         intents = discord.Intents.none()
         intents.guilds = True  # channels and roles; no privileged intents
         super().__init__(
@@ -134,6 +153,7 @@ class KlingBot(commands.Bot):
             tree_cls=KlingTree,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
             http_trace=self.pacer.trace_config(),
+            shard_count=config.shard_count or 1,
             **options,
         )
         self.config = config
@@ -156,7 +176,7 @@ class KlingBot(commands.Bot):
             return
         await self.runtime.start()
         await self._refresh_status_messages()
-        if self.config.dev_guild_id:
+        if self.config.dev_guild_id and self.config.syncs_commands:
             await sync_commands(self, guild_id=self.config.dev_guild_id)
         # Most of what exists now lives as long as the bot: keep it out of the collector's
         # scans (bot/gc_pacer.py; the runtime repeats this every few minutes).
@@ -182,7 +202,13 @@ class KlingBot(commands.Bot):
         )
 
     async def on_ready(self) -> None:
-        log.info("connected to Discord as %s in %d guild(s)", self.user, len(self.guilds))
+        log.info(
+            "connected to Discord as %s in %d guild(s), shard(s) %s of %d",
+            self.user,
+            len(self.guilds),
+            ",".join(str(i) for i in sorted(self.shards)),
+            self.shard_count or 1,
+        )
 
     async def is_gateway_ready(self) -> bool:
         return self.is_ready() and not self.is_closed()
@@ -192,6 +218,11 @@ class KlingBot(commands.Bot):
         if self.start_pipeline:
             await self.runtime.stop()
         await self.pacer.close()  # sends what is waiting first (a few seconds at most)
+        if self._ready is discord.utils.MISSING:
+            # Never logged in (a command tree built for a tool): no shard was started, and the
+            # sharded close expects its event queue, made at login; the plain close suffices.
+            await discord.Client.close(self)
+            return
         await super().close()
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
@@ -206,7 +237,9 @@ class KlingBot(commands.Bot):
         return user_id in self.config.owner_ids
 
 
-def command_payload(bot: commands.Bot, guild: discord.abc.Snowflake | None) -> list[dict[str, Any]]:
+def command_payload(
+    bot: commands.AutoShardedBot, guild: discord.abc.Snowflake | None
+) -> list[dict[str, Any]]:
     commands_ = bot.tree.get_commands(guild=guild)
     return sorted((c.to_dict(bot.tree) for c in commands_), key=lambda c: str(c.get("name")))
 

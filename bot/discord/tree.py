@@ -1,6 +1,6 @@
 """KlingTree, the bot's command tree, and the one translation from an error to the member's text.
 
-The tree is installed with `commands.Bot(tree_cls=KlingTree)`, so its `on_error` answers every
+The tree is installed with `tree_cls=KlingTree` on the bot, so its `on_error` answers every
 failed slash command; buttons and modals hand their errors to the same `report_error`.
 User-facing errors (they carry their own message) are answered privately, with what to do next.
 Anything else is logged with a short correlation id, and the member gets that id.

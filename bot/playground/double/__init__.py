@@ -23,6 +23,10 @@ after 24 hours of the double's clock, as Discord's CDN links do; each counts its
 (messages: per channel) and its global limit (interaction responses exempt), answering 429 like
 Discord; ``.faster(n)`` shortens every window and ``double.rate_limited()`` lists the 429s.
 
+Sharded bots (several processes each IDENTIFYing with ``shard: [id, count]``) get only the events
+of their guilds, ``(guild_id >> 22) % count``, and DMs go to shard 0; ``double.gateway.live_shards()``
+lists who is connected and ``double.world.sharding`` holds Discord's limits (sharding.py).
+
 Things the test asks for that Discord would never send (unsynced command, invalid option,
 unknown button) raise :class:`DoubleUsageError`. What the bot does wrong is answered the
 way Discord answers it (JSON errors with Discord's codes) and recorded in ``requests`` and

@@ -557,8 +557,10 @@ class DiscordDouble:
         message: JSON | None = None,
         source: int | None = None,
     ) -> DoubleInteraction:
-        if not self.gateway.reachable():
-            raise DoubleUsageError("no bot on the gateway: nothing would get the interaction")
+        if not self.gateway.reachable(channel.guild_id):
+            raise DoubleUsageError(
+                "no bot on the gateway (for this guild's shard): nothing would get the interaction"
+            )
         iid = self.world.ids.next()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(64)
         payload = interaction_payload(

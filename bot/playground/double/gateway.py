@@ -1,4 +1,5 @@
-"""The gateway websocket: HELLO, heartbeats, IDENTIFY/READY, RESUME with replay, dispatch."""
+"""The gateway websocket: HELLO, heartbeats, IDENTIFY/READY, RESUME with replay, dispatch; each
+session gets only the events of its shard (sharding.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .model import GatewayRecord
+from .sharding import (
+    INVALID_SHARD,
+    SHARDING_REQUIRED,
+    UNSHARDED,
+    Shard,
+    event_guild_id,
+    owns,
+    parse_shard,
+)
 from .state import World
 
 JSON = dict[str, Any]
@@ -55,9 +65,10 @@ class _Connection:
 class Session:
     """A gateway session: sequence numbers and a replay buffer that outlives connections."""
 
-    def __init__(self, session_id: str, intents: int) -> None:
+    def __init__(self, session_id: str, intents: int, shard: Shard = UNSHARDED) -> None:
         self.id = session_id
         self.intents = intents
+        self.shard = shard
         self.seq = 0
         self.buffer: deque[tuple[int, str, str]] = deque(maxlen=REPLAY_BUFFER)
         self.connection: _Connection | None = None
@@ -97,18 +108,28 @@ class GatewayHub:
     def live_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.connection is not None]
 
-    def reachable(self) -> bool:
-        """A session is connected, or dropped recently enough that the bot may resume it."""
+    def reachable(self, guild_id: int | None = None) -> bool:
+        """A session of the shard owning `guild_id` (None: shard 0, which gets DMs) is connected,
+        or dropped recently enough that the bot may resume it."""
+        return any(owns(s.shard, guild_id) for s in self._resumable())
+
+    def live_shards(self) -> list[Shard]:
+        """The (id, count) of every connected session (unsharded: (0, 1))."""
+        return sorted(s.shard for s in self.live_sessions)
+
+    def _resumable(self) -> list[Session]:
         now = time.monotonic()
-        return any(
-            s.connection is not None
-            or (s.detached_at is not None and now - s.detached_at < RESUME_GRACE_S)
+        return [
+            s
             for s in self.sessions.values()
-        )
+            if s.connection is not None
+            or (s.detached_at is not None and now - s.detached_at < RESUME_GRACE_S)
+        ]
 
     def dispatch(self, event: str, data: Any) -> None:
+        guild_id = event_guild_id(event, data)
         for session in self.sessions.values():
-            if session.wants(event, data):
+            if owns(session.shard, guild_id) and session.wants(event, data):
                 session.push(event, data)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
@@ -201,14 +222,24 @@ class GatewayHub:
         if data.get("token") != self.world.token:
             self._close_later(conn, 4004)
             return
-        session = Session(uuid.uuid4().hex, int(data.get("intents") or 0))
+        world = self.world
+        world.sharding.session_starts += 1
+        shard = parse_shard(data.get("shard"))
+        counts = {s.shard[1] for s in self._resumable()}  # one count for all of a bot's sessions
+        if shard is None or (counts and counts != {shard[1]}):
+            self._close_later(conn, INVALID_SHARD)
+            return
+        guild_ids = [g for g in world.guilds if owns(shard, g)]
+        if len(guild_ids) > world.sharding.max_guilds_per_session:
+            self._close_later(conn, SHARDING_REQUIRED)
+            return
+        session = Session(uuid.uuid4().hex, int(data.get("intents") or 0), shard)
         self.sessions[session.id] = session
         self._attach(conn, session)
-        world = self.world
         ready: JSON = {
             "v": 10,
             "user": world.bot.to_json() | {"verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g), "unavailable": True} for g in world.guilds],
+            "guilds": [{"id": str(g), "unavailable": True} for g in guild_ids],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_url,
@@ -221,8 +252,8 @@ class GatewayHub:
         if "shard" in data:
             ready["shard"] = data["shard"]
         session.push("READY", ready)
-        for guild in world.guilds.values():
-            session.push("GUILD_CREATE", world.guild_create_json(guild))
+        for guild_id in guild_ids:
+            session.push("GUILD_CREATE", world.guild_create_json(world.guilds[guild_id]))
 
     def _resume(self, conn: _Connection, data: JSON) -> None:
         session = self.sessions.get(str(data.get("session_id")))

@@ -113,7 +113,7 @@ class RestApi:
         return response
 
     def _authenticate(self, request: web.Request, path: str) -> None:
-        if path.startswith(_NO_AUTH) or path.startswith("/gateway"):
+        if path.startswith(_NO_AUTH) or path == "/gateway":  # /gateway/bot needs the token
             return
         if request.headers.get("Authorization") != f"Bot {self.world.token}":
             raise ApiError(401, 0, "401: Unauthorized")
@@ -156,18 +156,9 @@ class RestApi:
 
     async def get_gateway(self, request: web.Request) -> web.Response:
         url = f"{self.world.base_url.replace('http', 'ws', 1)}/gateway/"
-        return json_response(
-            {
-                "url": url,
-                "shards": 1,
-                "session_start_limit": {
-                    "total": 1000,
-                    "remaining": 1000,
-                    "reset_after": 0,
-                    "max_concurrency": 1,
-                },
-            }
-        )
+        if request.path.endswith("/gateway"):  # GET /gateway: the address only
+            return json_response({"url": url})
+        return json_response(self.world.sharding.gateway_bot_json(url, len(self.world.guilds)))
 
     async def get_me(self, request: web.Request) -> web.Response:
         me = self.world.bot.to_json() | {"verified": True, "mfa_enabled": False, "locale": "en-US"}

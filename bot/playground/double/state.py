@@ -31,6 +31,7 @@ from .model import (
     iso,
 )
 from .ratelimits import RateLimiter
+from .sharding import ShardRules
 
 if TYPE_CHECKING:
     from .interactions import DoubleInteraction
@@ -69,6 +70,7 @@ class World:
         self.commands = CommandRegistry(app_id=app_id, ids=self.ids.next)
         self.faults = FaultInjector()
         self.ratelimiter: RateLimiter | None = None  # None: no limits enforced
+        self.sharding = ShardRules()
         self.requests: list[RecordedRequest] = []
         self.internal_errors: list[Exception] = []
         self.gateway_log: list[GatewayRecord] = []
