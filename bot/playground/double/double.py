@@ -30,6 +30,7 @@ from .model import (
     DEFAULT_BOT,
     DEFAULT_EVERYONE,
     MIB,
+    SEND_MESSAGES,
     Channel,
     Clock,
     DoubleUsageError,
@@ -37,6 +38,7 @@ from .model import (
     Guild,
     Member,
     Message,
+    Overwrite,
     RecordedRequest,
     Role,
     User,
@@ -213,12 +215,36 @@ class DiscordDouble:
         world.changed()
         return guild
 
+    def add_user(self, user_id: int, username: str, *, global_name: str | None = None) -> User:
+        """Create a Discord account before it joins guilds (``global_name``: its display name)."""
+        if user_id in self.world.users:
+            raise DoubleUsageError(f"user {user_id} exists already")
+        user = User(user_id, username, global_name=global_name)
+        self.world.users[user_id] = user
+        return user
+
     def add_channel(
-        self, guild_id: int, channel_id: int, name: str = "general", *, topic: str | None = None
+        self,
+        guild_id: int,
+        channel_id: int,
+        name: str = "general",
+        *,
+        topic: str | None = None,
+        upload_limit_bytes: int | None = None,
     ) -> Channel:
-        """Add a text channel."""
+        """Add a text channel; ``upload_limit_bytes`` holds every upload in it to less than the
+        server's limit (see :class:`Channel`)."""
         guild = self.world.guild(guild_id)
-        channel = Channel(channel_id, guild_id, name, position=len(guild.channels), topic=topic)
+        if upload_limit_bytes is not None and upload_limit_bytes < 1:
+            raise DoubleUsageError(f"upload_limit_bytes must be positive, not {upload_limit_bytes}")
+        channel = Channel(
+            channel_id,
+            guild_id,
+            name,
+            position=len(guild.channels),
+            topic=topic,
+            upload_limit_bytes=upload_limit_bytes,
+        )
         guild.channels[channel_id] = channel
         self.world.channels[channel_id] = channel
         self.world.dispatch("CHANNEL_CREATE", self.world.channel_json(channel))
@@ -263,8 +289,31 @@ class DiscordDouble:
 
     def set_channel_permissions(self, channel_id: int, *, deny_send: bool = True) -> None:
         """Deny (or allow again) the bot's SEND_MESSAGES in a channel: posts get 403 50013."""
+        current = self._channel(channel_id).overwrites.get(self.world.bot.id)
+        allow, deny = (current.allow, current.deny) if current else (0, 0)
+        deny = deny | SEND_MESSAGES if deny_send else deny & ~SEND_MESSAGES
+        self.set_permission_overwrite(channel_id, self.world.bot.id, allow=allow, deny=deny)
+
+    def set_permission_overwrite(
+        self, channel_id: int, target_id: int, *, allow: int = 0, deny: int = 0, role: bool = False
+    ) -> None:
+        """Set a channel's permission overwrite for a member (or a role with ``role=True``; the
+        @everyone role has the guild's id), applied as Discord applies overwrites; with neither
+        ``allow`` nor ``deny`` the overwrite is removed."""
         channel = self._channel(channel_id)
-        channel.deny_send = deny_send
+        if channel.guild_id is None:
+            raise DoubleUsageError("DM channels have no permission overwrites")
+        guild = self.world.guilds[channel.guild_id]
+        if role and target_id not in guild.roles:
+            raise DoubleUsageError(f"role {target_id} is not in guild {guild.id}")
+        if not role and target_id not in guild.members:
+            raise DoubleUsageError(f"user {target_id} is not a member of guild {guild.id}")
+        if allow & deny:
+            raise DoubleUsageError("an overwrite cannot allow and deny the same permission")
+        if allow or deny:
+            channel.overwrites[target_id] = Overwrite(target_id, 0 if role else 1, allow, deny)
+        else:
+            channel.overwrites.pop(target_id, None)
         self.world.dispatch("CHANNEL_UPDATE", self.world.channel_json(channel))
 
     def close_dms(self, user_id: int, closed: bool = True) -> None:
