@@ -216,11 +216,14 @@ class DiscordDouble:
         return guild
 
     def add_user(self, user_id: int, username: str, *, global_name: str | None = None) -> User:
-        """Create a Discord account before it joins guilds (``global_name``: its display name)."""
-        if user_id in self.world.users:
+        """Create a Discord account before it joins guilds (``global_name``: its display name);
+        the application owner's account exists from the start and is named instead."""
+        user = self.world.users.get(user_id)
+        if user is not None and user is not self.world.app_owner:
             raise DoubleUsageError(f"user {user_id} exists already")
-        user = User(user_id, username, global_name=global_name)
-        self.world.users[user_id] = user
+        if user is None:
+            user = self.world.users[user_id] = User(user_id, username)
+        user.username, user.global_name = username, global_name
         return user
 
     def add_channel(
