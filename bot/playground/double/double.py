@@ -88,23 +88,34 @@ class DiscordDouble:
 
     async def start(self) -> None:
         """Serve on an ephemeral port of 127.0.0.1."""
-        app = web.Application(client_max_size=256 * MIB, middlewares=[self._rest.middleware])
-        app.add_routes(self._rest.routes())
-        for path in ("/gateway", "/gateway/", "/gateway/resume/"):
-            app.router.add_get(path, self.gateway.handle)
-        app.add_routes(control.routes(self))
+        app = web.Application(client_max_size=256 * MIB)
+        self.install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        self.world.base_url = f"http://127.0.0.1:{self.port}"
-        self.gateway.resume_url = f"ws://127.0.0.1:{self.port}/gateway/resume/"
+        self.served_at(int(self._runner.addresses[0][1]))
+
+    def install(self, app: web.Application) -> None:
+        """Add the double to an application served by someone else (before it starts): its
+        middleware (which only looks at ``/api/v10``) and its routes: REST under ``/api/v10``,
+        ``/gateway``, ``/attachments`` and ``/_test``. Call :meth:`served_at` once it listens."""
+        app.middlewares.append(self._rest.middleware)
+        app.add_routes(self._rest.routes())
+        for path in ("/gateway", "/gateway/", "/gateway/resume/"):
+            app.router.add_get(path, self.gateway.handle)
+        app.add_routes(control.routes(self))
+
+    def served_at(self, port: int) -> None:
+        """The port of 127.0.0.1 the double is reached at (its links and gateway URLs)."""
+        self.port = port
+        self.world.base_url = f"http://127.0.0.1:{port}"
+        self.gateway.resume_url = f"ws://127.0.0.1:{port}/gateway/resume/"
 
     async def stop(self) -> None:
-        """Close websockets and the server."""
+        """Close websockets and the server (only websockets when :meth:`install` was used)."""
+        await self.gateway.close()
         if self._runner is not None:
-            await self.gateway.close()
             await self._runner.cleanup()
             self._runner = None
 
