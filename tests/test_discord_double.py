@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bot.playground.double import (
     DISCORD_RATE_LIMITS,
@@ -831,3 +832,42 @@ async def test_discord_py_waits_out_a_channel_bucket() -> None:
                 await run.close()
     assert len(d.messages(CHANNEL_ID)) == 12
     assert d.rate_limited() == []
+
+
+async def test_installed_in_another_application_the_double_keeps_its_own_limits() -> None:
+    """Served from someone else's app (1 MiB client_max_size, its own routes), the bot still
+    uploads a 5 MiB file and the app's routes still answer."""
+    double = DiscordDouble(app_id=APP_ID, bot_user_id=BOT_ID, token=TOKEN)
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text="the host app")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    double.install(app)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    double.served_at(int(runner.addresses[0][1]))
+    double.add_guild(GUILD_ID, name="kling", owner_id=OWNER_ID)
+    double.add_channel(GUILD_ID, CHANNEL_ID, "general")
+    try:
+        with patch_discord_py(double):
+            run = await Running().ready()
+            try:
+                channel = run.bot.get_channel(CHANNEL_ID)
+                assert isinstance(channel, discord.TextChannel)
+                data = b"\1" * (5 * 1024 * 1024)
+                sent = await channel.send(file=discord.File(io.BytesIO(data), "five.bin"))
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(double.base_url + "/") as response:
+                        assert await response.text() == "the host app"
+                    async with http.get(sent.attachments[0].url) as response:
+                        assert await response.read() == data
+            finally:
+                await run.close()
+    finally:
+        await double.stop()
+        await runner.cleanup()
+    assert double.internal_errors == []
