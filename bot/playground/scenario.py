@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.playground.double import DiscordDouble
+from bot.playground.double import DiscordDouble, RateLimits
 from bot.playground.double.model import ATTACH_FILES, MANAGE_GUILD, MIB, SEND_MESSAGES
 
 PersonRole = Literal["owner", "moderator", "member"]
@@ -156,7 +156,13 @@ PLAYGROUND = Scenario(
 )
 
 
-def make_double(scenario: Scenario, *, token: str, ack_deadline_s: float = 3.0) -> DiscordDouble:
+def make_double(
+    scenario: Scenario,
+    *,
+    token: str,
+    ack_deadline_s: float = 3.0,
+    rate_limits: RateLimits | None = None,
+) -> DiscordDouble:
     """A double for `scenario` (not started; the owner owns the application)."""
     return DiscordDouble(
         app_id=scenario.app_id,
@@ -165,6 +171,7 @@ def make_double(scenario: Scenario, *, token: str, ack_deadline_s: float = 3.0) 
         ack_deadline_s=ack_deadline_s,
         app_owner_id=scenario.owner.id,
         bot_name=scenario.bot_name,
+        rate_limits=rate_limits,
     )
 
 
