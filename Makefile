@@ -1,4 +1,5 @@
-# klingbot: `make run` installs and starts the bot; `make test` installs and runs every check.
+# klingbot: `make run` installs and starts the bot (with no DISCORD_TOKEN: the local playground;
+# `make run RUN_ARGS='--port 9000 --reset'` passes options to it); `make test` runs every check.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/klingbot run
+	$(BIN)/klingbot run-or-playground $(RUN_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

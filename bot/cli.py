@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bot.discord.cli import add_commands
     from bot.generate_cli import add_arguments
+    from bot.playground.cli import add_commands as add_playground_commands
 
     add_commands(sub)
+    add_playground_commands(sub)
 
     generate = sub.add_parser(
         "generate",

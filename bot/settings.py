@@ -301,10 +301,17 @@ class Settings(BaseSettings):
         chain += [p for p in self.failover_providers if p not in chain]
         return chain
 
+    @property
+    def has_discord_token(self) -> bool:
+        """Whether DISCORD_TOKEN is set (and not blank)."""
+        return self.discord_token is not None and bool(
+            self.discord_token.get_secret_value().strip()
+        )
+
     def missing_for_run(self) -> list[str]:
         """Settings `klingbot run` needs that are not set, each with how to fix it."""
         missing = []
-        if self.discord_token is None or not self.discord_token.get_secret_value().strip():
+        if not self.has_discord_token:
             missing.append(
                 "DISCORD_TOKEN is not set: copy the bot token from the Discord developer portal"
                 " (Applications > your app > Bot > Reset Token) into DISCORD_TOKEN."

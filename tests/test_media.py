@@ -7,6 +7,7 @@ import filecmp
 import os
 import pickle
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,6 +25,7 @@ from bot.media import (
     CannotFitError,
     MediaError,
     MediaInfo,
+    RenderStopped,
     Transcoder,
     probe,
     render_preview,
@@ -255,6 +257,30 @@ def test_render_crash_leaves_no_partial_file(
         render_preview(out, prompt=PROMPT, duration_s=1, width=320, height=240, audio=True)
     assert only_file(tmp_path) == ["clip.mp4"]
     assert out.read_bytes() == b"previous"
+
+
+def test_render_stops_when_asked_and_leaves_nothing(tmp_path: Path) -> None:
+    """Asked mid-clip (from the 11th frame on), the render stops before the next frame."""
+    out = tmp_path / "clip.mp4"
+    stop = threading.Event()
+    real_frame = render_module._Scene.frame
+    frames = 0
+
+    def counting_frame(self: render_module._Scene, t_s: float) -> np.ndarray:
+        nonlocal frames
+        frames += 1
+        if frames == 10:
+            stop.set()  # as LocalProvider.close() does from the event loop's thread
+        return real_frame(self, t_s)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render_module._Scene, "frame", counting_frame)
+        with pytest.raises(RenderStopped, match="stopped at frame 10 of 120"):
+            render_preview(
+                out, prompt=PROMPT, duration_s=5, width=320, height=240, audio=True, stop=stop
+            )
+    assert frames == 10
+    assert only_file(tmp_path) == []
 
 
 # --- probe ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ ignores or lacks it; PixelDojo and AIHubMax refuse before any request, naming wh
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from collections.abc import AsyncIterator
@@ -515,3 +516,23 @@ def test_an_image_ref_is_what_the_job_stores() -> None:
         size_bytes=len(START.data),
     )
     assert set(ref.model_dump()) == {"sha256", "mime", "width_px", "height_px", "size_bytes"}
+
+
+async def test_closing_local_stops_its_render_threads(http: ProviderHttp, tmp_path: Path) -> None:
+    """close() stops a render running in a thread: the loop's executor is free at once, and
+    the half-made clip is neither kept nor marked failed (a restart renders it again)."""
+    provider = LocalProvider(LocalSettings(render_s=0), http, work_dir=tmp_path)
+    request = VideoRequest.model_validate(
+        {"prompt": "a long render", "duration_s": 15, "resolution": "1080p", "audio": True}
+    )
+    sub = await provider.submit(request, webhook_url=None)
+
+    async def started() -> bool:  # the encoder has opened its temporary file
+        return any(p.name.endswith(".part") for p in tmp_path.iterdir())
+
+    async with asyncio.timeout(30):
+        while not await started():
+            await asyncio.sleep(0.05)
+    await provider.close()
+    await asyncio.get_running_loop().shutdown_default_executor()  # waits for the thread
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{sub.job.id}.json"]

@@ -6,7 +6,12 @@ re-encodes, through a :class:`Transcoder` (worker processes with a concurrency l
 
 from bot.media.errors import CannotFitError, MediaError
 from bot.media.probe import MediaInfo, probe
-from bot.media.render import image_frame_size, render_image_preview, render_preview
+from bot.media.render import (
+    RenderStopped,
+    image_frame_size,
+    render_image_preview,
+    render_preview,
+)
 from bot.media.transcode import shrink_to_fit
 from bot.media.worker import Shrunk, Transcoder
 
@@ -14,6 +19,7 @@ __all__ = [
     "CannotFitError",
     "MediaError",
     "MediaInfo",
+    "RenderStopped",
     "Shrunk",
     "Transcoder",
     "image_frame_size",

@@ -12,6 +12,7 @@ Why one module of this length: the offline renderer draws frames, text and audio
 from __future__ import annotations
 
 import math
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ def render_preview(
     audio: bool,
     fps: int = 24,
     label: str = DEFAULT_LABEL,
+    stop: threading.Event | None = None,
 ) -> MediaInfo:
     """Render a labelled, animated placeholder clip to ``out_path`` (H.264/AAC MP4).
 
@@ -65,14 +67,15 @@ def render_preview(
     (wrapped, possibly truncated) ``prompt`` and an elapsed-time counter, and has
     a stereo 48 kHz AAC tone iff ``audio``. The file is written to a temporary
     file next to ``out_path`` and renamed into place. Raises ValueError for bad
-    arguments and MediaError if encoding fails.
+    arguments and MediaError if encoding fails; once ``stop`` is set it raises
+    RenderStopped before the next frame and writes nothing.
     """
     _check_args(width, height, fps, duration_s)
     n_frames = max(1, round(duration_s * fps))
     scene = _Scene(width, height, prompt=prompt, label=label, total_s=n_frames / fps)
     try:
         with atomic_output(out_path) as tmp:
-            _encode(tmp, scene, n_frames=n_frames, fps=fps, audio=audio)
+            _encode(tmp, scene, n_frames=n_frames, fps=fps, audio=audio, stop=stop)
     except (av.FFmpegError, OSError) as exc:
         raise MediaError(f"could not write the preview clip {out_path.name}: {exc}") from exc
     return probe(out_path)
@@ -106,13 +109,14 @@ def render_image_preview(
     audio: bool,
     fps: int = 24,
     label: str = DEFAULT_LABEL,
+    stop: threading.Event | None = None,
 ) -> MediaInfo:
     """Render ``image`` panning (and fading into ``end_image``) as an H.264/AAC MP4.
 
     Same clip rules as `render_preview` (frame count, label, counter, progress bar,
     audio tone, atomic write); give a frame size with the image's aspect ratio
     (`image_frame_size`). Raises ValueError for bad arguments and MediaError if an
-    image cannot be read or encoding fails.
+    image cannot be read or encoding fails (RenderStopped once ``stop`` is set).
     """
     _check_args(width, height, fps, duration_s)
     n_frames = max(1, round(duration_s * fps))
@@ -121,7 +125,7 @@ def render_image_preview(
     scene = _Scene(width, height, prompt="", label=label, total_s=total_s, background=pan)
     try:
         with atomic_output(out_path) as tmp:
-            _encode(tmp, scene, n_frames=n_frames, fps=fps, audio=audio)
+            _encode(tmp, scene, n_frames=n_frames, fps=fps, audio=audio, stop=stop)
     except (av.FFmpegError, OSError) as exc:
         raise MediaError(f"could not write the preview clip {out_path.name}: {exc}") from exc
     return probe(out_path)
@@ -217,7 +221,19 @@ def _rgb_to_yuv420(rgb: F32) -> tuple[U8, U8, U8]:
     return u8(y_plane), u8(pool(cb)), u8(pool(cr))
 
 
-def _encode(path: Path, scene: _Scene, *, n_frames: int, fps: int, audio: bool) -> None:
+class RenderStopped(MediaError):
+    """A render was stopped before its end (its provider is closing); nothing was written."""
+
+
+def _encode(
+    path: Path,
+    scene: _Scene,
+    *,
+    n_frames: int,
+    fps: int,
+    audio: bool,
+    stop: threading.Event | None = None,
+) -> None:
     total_samples = round(n_frames * AUDIO_RATE_HZ / fps)
     with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
         video = out.add_stream("libx264", rate=fps, options=dict(_X264_OPTIONS))
@@ -236,6 +252,8 @@ def _encode(path: Path, scene: _Scene, *, n_frames: int, fps: int, audio: bool) 
         tone = _Tone(total_samples)
         samples_done = 0
         for index in range(n_frames):
+            if stop is not None and stop.is_set():
+                raise RenderStopped(f"stopped at frame {index} of {n_frames}")
             frame = av.VideoFrame.from_ndarray(scene.frame(index / fps), format="yuv420p")
             frame.pts = index
             frame.time_base = Fraction(1, fps)

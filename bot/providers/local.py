@@ -19,12 +19,13 @@ import json
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.media import image_frame_size, render_image_preview, render_preview
+from bot.media import RenderStopped, image_frame_size, render_image_preview, render_preview
 from bot.providers import _json
 from bot.providers.base import (
     Headers,
@@ -91,6 +92,7 @@ class LocalProvider(VideoProvider):
         self._renders: dict[str, asyncio.Task[None]] = {}
         self._webhooks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrent)
+        self._closing = threading.Event()  # stops renders running in threads
 
     @property
     def files_dir(self) -> Path:
@@ -188,6 +190,7 @@ class LocalProvider(VideoProvider):
                         height=height,
                         audio=bool(request.audio),
                         label=LABEL,
+                        stop=self._closing,
                     )
                 else:
                     await asyncio.to_thread(
@@ -199,12 +202,15 @@ class LocalProvider(VideoProvider):
                         height=height,
                         audio=bool(request.audio),
                         label=LABEL,
+                        stop=self._closing,
                     )
             remaining = self.render_s - (self.now_s() - started)
             if remaining > 0:
                 await asyncio.sleep(remaining)
         except asyncio.CancelledError:
             raise
+        except RenderStopped:  # closing: like a cancel, and rendered again after a restart
+            raise asyncio.CancelledError from None
         except Exception as error:
             log.exception("local render %s failed", job_id)
             await asyncio.to_thread(self._path(job_id, ".failed").write_text, str(error))
@@ -272,6 +278,8 @@ class LocalProvider(VideoProvider):
         return WebhookEvent(job_id, None, ProviderStatus(state, word, video_url=url))
 
     async def close(self) -> None:
+        """Stop renders (their threads too: a process can exit at once) and webhook sends."""
+        self._closing.set()
         for task in [*self._renders.values(), *self._webhooks]:
             task.cancel()
         for task in [*self._renders.values(), *self._webhooks]:

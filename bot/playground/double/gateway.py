@@ -32,6 +32,9 @@ DISPATCH, HEARTBEAT, IDENTIFY, RESUME, REQUEST_MEMBERS = 0, 1, 2, 6, 8
 INVALID_SESSION, HELLO, HEARTBEAT_ACK = 9, 10, 11
 GUILDS, GUILD_MEMBERS, GUILD_MESSAGES, DIRECT_MESSAGES = 1 << 0, 1 << 1, 1 << 9, 1 << 12
 HEARTBEAT_INTERVAL_MS = 41250
+# Discord's ACK crosses a network. Sent at once on loopback, it can reach discord.py before its
+# heartbeat thread has noted the send, which discord.py then logs as a 41 s latency.
+HEARTBEAT_ACK_DELAY_S = 0.05
 REPLAY_BUFFER = 2000
 _CLOSE = -1  # queue marker: close the websocket with the code in the text slot
 # A client closing with these codes cannot resume. (discord.py 2.7.1 on aiohttp 3.14 actually
@@ -210,7 +213,8 @@ class GatewayHub:
         data = frame.get("d")
         self._log("recv", op if isinstance(op, int) else -1, None, conn)
         if op == HEARTBEAT:
-            conn.send_json({"op": HEARTBEAT_ACK})
+            loop = asyncio.get_running_loop()
+            loop.call_later(HEARTBEAT_ACK_DELAY_S, conn.send_json, {"op": HEARTBEAT_ACK})
         elif op == IDENTIFY and isinstance(data, dict):
             self._identify(conn, data)
         elif op == RESUME and isinstance(data, dict):

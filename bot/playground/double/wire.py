@@ -104,6 +104,10 @@ class ParsedBody:
         return self.json
 
 
+MAX_REQUEST_BYTES = 256 * 1024 * 1024
+READ_CHUNK_BYTES = 256 * 1024
+
+
 async def parse_body(request: web.Request) -> ParsedBody:
     """Read the whole body once: JSON, or multipart with ``payload_json`` and ``files[n]``."""
     ctype = request.content_type
@@ -116,7 +120,7 @@ async def parse_body(request: web.Request) -> ParsedBody:
                 break
             if not isinstance(part, BodyPartReader):  # nested multipart: not used by Discord
                 continue
-            data = await part.read()
+            data = await _read_part(part)
             name = part.name or ""
             if part.filename is not None:
                 body.files.append(
@@ -132,10 +136,27 @@ async def parse_body(request: web.Request) -> ParsedBody:
             else:
                 body.other_fields[name] = bytes(data).decode(errors="replace")
         return body
-    raw = await request.read()
+    raw = bytearray()
+    while chunk := await request.content.read(READ_CHUNK_BYTES):
+        raw += chunk
+        _check_size(len(raw))
     if not raw:
         return ParsedBody()
-    return ParsedBody(json=_loads(raw))
+    return ParsedBody(json=_loads(bytes(raw)))
+
+
+async def _read_part(part: BodyPartReader) -> bytes:
+    """A part's bytes, held to the double's own limit (not the serving application's)."""
+    data = bytearray()
+    while not part.at_eof():
+        data += await part.read_chunk(READ_CHUNK_BYTES)
+        _check_size(len(data))
+    return bytes(data)
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_REQUEST_BYTES:
+        raise ApiError(413, 40005, "Request entity too large")
 
 
 def _loads(raw: bytes) -> Any:
