@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
+import aiohttp.web
 
 from bot.gc_pacer import GcPacer
 from bot.media import Transcoder
@@ -58,6 +59,23 @@ class Runtime:
         if self.web is not None:
             await self.web.stop()
         await self.service.stop()
+
+
+def build_web_app(
+    settings: Settings,
+    service: Pipeline,
+    ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None,
+) -> aiohttp.web.Application:
+    """The web application (webhooks, media links, health, metrics) the settings describe."""
+    token = settings.metrics_token
+    return build_app(
+        service,
+        max_body_bytes=settings.webhook_max_body_kb * 1024,
+        body_timeout_s=settings.http_body_timeout_s,
+        max_concurrent_webhooks=settings.webhook_max_concurrent,
+        metrics_token=token.get_secret_value().strip() or None if token else None,
+        ready_checks=ready_checks,
+    )
 
 
 @asynccontextmanager
@@ -108,17 +126,8 @@ async def open_runtime(
         )
         web = None
         if with_web:
-            token = settings.metrics_token
-            app = build_app(
-                service,
-                max_body_bytes=settings.webhook_max_body_kb * 1024,
-                body_timeout_s=settings.http_body_timeout_s,
-                max_concurrent_webhooks=settings.webhook_max_concurrent,
-                metrics_token=token.get_secret_value().strip() or None if token else None,
-                ready_checks=ready_checks,
-            )
             web = WebServer(
-                app,
+                build_web_app(settings, service, ready_checks),
                 settings.http_host,
                 settings.http_port,
                 idle_timeout_s=settings.http_idle_timeout_s,

@@ -465,6 +465,88 @@ async def test_file_over_the_guild_limit_is_rejected(
     assert [m.content for m in double.messages(CHANNEL_ID)] == ["file too big"]
 
 
+async def test_a_channel_with_its_own_upload_limit_holds_every_upload_to_it(
+    double: DiscordDouble, running: Running
+) -> None:
+    small = 900_000_000_000_000_022
+    double.add_channel(GUILD_ID, small, "small-uploads", upload_limit_bytes=1024 * 1024)
+    inter = await double.invoke("big", channel_id=small)
+    await inter.wait_for_followup()
+    assert inter.payload["attachment_size_limit"] == 1024 * 1024
+    [err] = running.probe.errors
+    assert (err.status, err.code) == (413, 40005)
+    [rejected] = [r for r in inter.responses if r.kind == "followup" and not r.ok]
+    assert rejected.files[0].size == 1024 * 1024 + 1
+    assert [m.content for m in double.messages(small)] == ["file too big"]
+    nitro = 900_000_000_000_000_005
+    double.add_member(GUILD_ID, nitro, "nitro", premium_type=2)
+    with pytest.raises(DoubleUsageError, match="upload limit"):  # Nitro does not lift it
+        double.post_as_member(
+            small, attachments=[("a.bin", b"\0" * (1024 * 1024 + 1))], user_id=nitro
+        )
+    double.post_as_member(small, attachments=[("a.bin", b"\0" * 1024 * 1024)], user_id=nitro)
+    with pytest.raises(DoubleUsageError, match="positive"):
+        double.add_channel(GUILD_ID, small + 1, "zero", upload_limit_bytes=0)
+
+
+async def ping(double: DiscordDouble, channel_id: int) -> DoubleInteraction:
+    inter = await double.invoke("ping", user_id=USER_ID, channel_id=channel_id)
+    await inter.wait_ack()
+    return inter
+
+
+async def test_overwrites_are_applied_as_discord_applies_them(
+    double: DiscordDouble, running: Running
+) -> None:
+    send, attach = 1 << 11, 1 << 15
+    no_files = 900_000_000_000_000_023
+    double.add_channel(GUILD_ID, no_files, "no-files")
+    double.set_permission_overwrite(no_files, BOT_ID, deny=attach)
+
+    def updated() -> discord.TextChannel | None:  # CHANNEL_CREATE and _UPDATE reached discord.py
+        found = running.bot.get_channel(no_files)
+        return found if isinstance(found, discord.TextChannel) and found.overwrites else None
+
+    channel = await double.wait_for(updated)
+    await channel.send("text is fine")
+    with pytest.raises(discord.Forbidden) as raised:
+        await channel.send(file=discord.File(io.BytesIO(b"data"), "a.bin"))
+    assert (raised.value.status, raised.value.code) == (403, 50013)
+    assert [m.content for m in double.messages(no_files)] == ["text is fine"]
+    # @everyone denies sending, a role of the member allows it back, the member's own denies it
+    role = 900_000_000_000_000_030
+    double.add_role(GUILD_ID, role, "talkers")
+    double.add_member(GUILD_ID, USER_ID, "alice", roles=[role])
+    double.set_permission_overwrite(no_files, GUILD_ID, deny=send, role=True)
+    inter = await ping(double, no_files)
+    assert not int(inter.payload["member"]["permissions"]) & send
+    double.set_permission_overwrite(no_files, role, allow=send, role=True)
+    inter = await ping(double, no_files)
+    assert int(inter.payload["member"]["permissions"]) & send
+    double.set_permission_overwrite(no_files, USER_ID, deny=send)
+    inter = await ping(double, no_files)
+    assert not int(inter.payload["member"]["permissions"]) & send
+    # discord.py computes the same from the overwrites the double sent
+    guild = channel.guild
+    member = await guild.fetch_member(USER_ID)
+    assert channel.permissions_for(member).send_messages is False
+    assert channel.permissions_for(guild.me).attach_files is False
+    text_channel_bits = ~discord.Permissions.voice().value  # discord.py drops voice bits here
+    assert int(inter.payload["app_permissions"]) & text_channel_bits == (
+        channel.permissions_for(guild.me).value
+    )
+    assert int(inter.payload["member"]["permissions"]) & text_channel_bits == (
+        channel.permissions_for(member).value
+    )
+    with pytest.raises(DoubleUsageError, match="allow and deny"):
+        double.set_permission_overwrite(no_files, USER_ID, allow=send, deny=send)
+    with pytest.raises(DoubleUsageError, match="not a member"):
+        double.set_permission_overwrite(no_files, 123, deny=send)
+    double.set_permission_overwrite(no_files, USER_ID)  # removed
+    inter = await ping(double, no_files)
+    assert int(inter.payload["member"]["permissions"]) & send
+
+
 async def test_followup_after_token_expiry_is_401(double: DiscordDouble, running: Running) -> None:
     inter = await double.invoke("expire")
     assert (await inter.wait_ack()).callback_type == 5

@@ -61,7 +61,7 @@ def interaction_payload(
     if channel.guild_id is not None:
         guild = world.guilds[channel.guild_id]
         member = guild.members[user.id].to_json()
-        member["permissions"] = str(world.member_permissions(guild, user.id))
+        member["permissions"] = str(world.channel_permissions(channel, user.id))
         channel_json["permissions"] = member["permissions"]
         payload.update(
             guild_id=str(guild.id),
@@ -244,7 +244,7 @@ def _convert(
         if allowed and target.type not in allowed:
             raise DoubleUsageError(f"{label}: channel type {target.type} not in {allowed}")
         entry = world.channel_json(target)
-        entry["permissions"] = str(world.member_permissions(guild, user.id))
+        entry["permissions"] = str(world.channel_permissions(target, user.id))
         resolved.setdefault("channels", {})[str(snowflake)] = entry
         return str(snowflake)
     raise DoubleUsageError(

@@ -37,6 +37,7 @@ from .model import (
     DEFAULT_BOT,
     DEFAULT_EVERYONE,
     MIB,
+    SEND_MESSAGES,
     Channel,
     Clock,
     DoubleUsageError,
@@ -44,6 +45,7 @@ from .model import (
     Guild,
     Member,
     Message,
+    Overwrite,
     RecordedRequest,
     Role,
     User,
@@ -93,23 +95,34 @@ class DiscordDouble:
 
     async def start(self) -> None:
         """Serve on an ephemeral port of 127.0.0.1."""
-        app = web.Application(client_max_size=256 * MIB, middlewares=[self._rest.middleware])
-        app.add_routes(self._rest.routes())
-        for path in ("/gateway", "/gateway/", "/gateway/resume/"):
-            app.router.add_get(path, self.gateway.handle)
-        app.add_routes(control.routes(self))
+        app = web.Application(client_max_size=256 * MIB)
+        self.install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        self.world.base_url = f"http://127.0.0.1:{self.port}"
-        self.gateway.resume_url = f"ws://127.0.0.1:{self.port}/gateway/resume/"
+        self.served_at(int(self._runner.addresses[0][1]))
+
+    def install(self, app: web.Application) -> None:
+        """Add the double to an application served by someone else (before it starts): its
+        middleware (which only looks at ``/api/v10``) and its routes: REST under ``/api/v10``,
+        ``/gateway``, ``/attachments`` and ``/_test``. Call :meth:`served_at` once it listens."""
+        app.middlewares.append(self._rest.middleware)
+        app.add_routes(self._rest.routes())
+        for path in ("/gateway", "/gateway/", "/gateway/resume/"):
+            app.router.add_get(path, self.gateway.handle)
+        app.add_routes(control.routes(self))
+
+    def served_at(self, port: int) -> None:
+        """The port of 127.0.0.1 the double is reached at (its links and gateway URLs)."""
+        self.port = port
+        self.world.base_url = f"http://127.0.0.1:{port}"
+        self.gateway.resume_url = f"ws://127.0.0.1:{port}/gateway/resume/"
 
     async def stop(self) -> None:
-        """Close websockets and the server."""
+        """Close websockets and the server (only websockets when :meth:`install` was used)."""
+        await self.gateway.close()
         if self._runner is not None:
-            await self.gateway.close()
             await self._runner.cleanup()
             self._runner = None
 
@@ -220,12 +233,39 @@ class DiscordDouble:
         world.changed()
         return guild
 
+    def add_user(self, user_id: int, username: str, *, global_name: str | None = None) -> User:
+        """Create a Discord account before it joins guilds (``global_name``: its display name);
+        the application owner's account exists from the start and is named instead."""
+        user = self.world.users.get(user_id)
+        if user is not None and user is not self.world.app_owner:
+            raise DoubleUsageError(f"user {user_id} exists already")
+        if user is None:
+            user = self.world.users[user_id] = User(user_id, username)
+        user.username, user.global_name = username, global_name
+        return user
+
     def add_channel(
-        self, guild_id: int, channel_id: int, name: str = "general", *, topic: str | None = None
+        self,
+        guild_id: int,
+        channel_id: int,
+        name: str = "general",
+        *,
+        topic: str | None = None,
+        upload_limit_bytes: int | None = None,
     ) -> Channel:
-        """Add a text channel."""
+        """Add a text channel; ``upload_limit_bytes`` holds every upload in it to less than the
+        server's limit (see :class:`Channel`)."""
         guild = self.world.guild(guild_id)
-        channel = Channel(channel_id, guild_id, name, position=len(guild.channels), topic=topic)
+        if upload_limit_bytes is not None and upload_limit_bytes < 1:
+            raise DoubleUsageError(f"upload_limit_bytes must be positive, not {upload_limit_bytes}")
+        channel = Channel(
+            channel_id,
+            guild_id,
+            name,
+            position=len(guild.channels),
+            topic=topic,
+            upload_limit_bytes=upload_limit_bytes,
+        )
         guild.channels[channel_id] = channel
         self.world.channels[channel_id] = channel
         self.world.dispatch("CHANNEL_CREATE", self.world.channel_json(channel))
@@ -270,8 +310,31 @@ class DiscordDouble:
 
     def set_channel_permissions(self, channel_id: int, *, deny_send: bool = True) -> None:
         """Deny (or allow again) the bot's SEND_MESSAGES in a channel: posts get 403 50013."""
+        current = self._channel(channel_id).overwrites.get(self.world.bot.id)
+        allow, deny = (current.allow, current.deny) if current else (0, 0)
+        deny = deny | SEND_MESSAGES if deny_send else deny & ~SEND_MESSAGES
+        self.set_permission_overwrite(channel_id, self.world.bot.id, allow=allow, deny=deny)
+
+    def set_permission_overwrite(
+        self, channel_id: int, target_id: int, *, allow: int = 0, deny: int = 0, role: bool = False
+    ) -> None:
+        """Set a channel's permission overwrite for a member (or a role with ``role=True``; the
+        @everyone role has the guild's id), applied as Discord applies overwrites; with neither
+        ``allow`` nor ``deny`` the overwrite is removed."""
         channel = self._channel(channel_id)
-        channel.deny_send = deny_send
+        if channel.guild_id is None:
+            raise DoubleUsageError("DM channels have no permission overwrites")
+        guild = self.world.guilds[channel.guild_id]
+        if role and target_id not in guild.roles:
+            raise DoubleUsageError(f"role {target_id} is not in guild {guild.id}")
+        if not role and target_id not in guild.members:
+            raise DoubleUsageError(f"user {target_id} is not a member of guild {guild.id}")
+        if allow & deny:
+            raise DoubleUsageError("an overwrite cannot allow and deny the same permission")
+        if allow or deny:
+            channel.overwrites[target_id] = Overwrite(target_id, 0 if role else 1, allow, deny)
+        else:
+            channel.overwrites.pop(target_id, None)
         self.world.dispatch("CHANNEL_UPDATE", self.world.channel_json(channel))
 
     def close_dms(self, user_id: int, closed: bool = True) -> None:

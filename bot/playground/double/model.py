@@ -15,6 +15,7 @@ MIB = 1024 * 1024
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 CREATE_INSTANT_INVITE = 1 << 0
 ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5
 ADD_REACTIONS = 1 << 6
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
@@ -25,7 +26,13 @@ READ_MESSAGE_HISTORY = 1 << 16
 USE_EXTERNAL_EMOJIS = 1 << 18
 CHANGE_NICKNAME = 1 << 26
 USE_APPLICATION_COMMANDS = 1 << 31
+SEND_TTS_MESSAGES = 1 << 12
+MENTION_EVERYONE = 1 << 17
 ALL_PERMISSIONS = (1 << 51) - 1
+# What a channel can grant (discord.py's Permissions.all_channel()): lost without VIEW_CHANNEL.
+ALL_CHANNEL_PERMISSIONS = 8_555_290_110_197_585
+# Lost implicitly without SEND_MESSAGES (Discord's "implicit permissions").
+NEEDS_SEND = SEND_TTS_MESSAGES | MENTION_EVERYONE | EMBED_LINKS | ATTACH_FILES
 DEFAULT_EVERYONE = (
     CREATE_INSTANT_INVITE
     | ADD_REACTIONS
@@ -179,18 +186,44 @@ class Member:
 
 
 @dataclass
+class Overwrite:
+    """A channel's permission overwrite for a role (``type`` 0; @everyone has the guild's id)
+    or a member (``type`` 1)."""
+
+    id: int
+    type: int
+    allow: int = 0
+    deny: int = 0
+
+    def to_json(self) -> JSON:
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "allow": str(self.allow),
+            "deny": str(self.deny),
+        }
+
+
+@dataclass
 class Channel:
-    """A guild text channel (type 0) or a DM channel (type 1, ``recipient_id`` set)."""
+    """A guild text channel (type 0) or a DM channel (type 1, ``recipient_id`` set).
+
+    ``upload_limit_bytes`` is not a Discord setting: Discord's limit is the server's (boost
+    tier). It lets one channel stand for a server with a smaller limit: every upload there,
+    the bot's and members', is held to the smaller of the two, and interactions in it report it
+    as ``attachment_size_limit``.
+    """
 
     id: int
     guild_id: int | None
     name: str
     type: int = 0
     position: int = 0
-    deny_send: bool = False
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
     recipient_id: int | None = None
     topic: str | None = None
     last_message_id: int | None = None
+    upload_limit_bytes: int | None = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ from aiohttp import web
 from . import responses
 from .faults import ratelimit_headers
 from .messages import CHANNEL_FLAGS, create_message, delete_message, edit_message, find_by_nonce
-from .model import SEND_MESSAGES, Channel, Guild, Message, PartInfo, RecordedRequest
+from .model import ATTACH_FILES, SEND_MESSAGES, Channel, Guild, Message, PartInfo, RecordedRequest
 from .state import World
 from .wire import ApiError, ParsedBody, error_response, json_response, parse_body
 
@@ -301,8 +301,10 @@ class RestApi:
         channel = self._channel(request)
         body = _body(request)
         payload = body.payload()
-        if channel.guild_id is not None and not self.world.app_permissions(channel) & SEND_MESSAGES:
-            raise ApiError(403, 50013, "Missing Permissions")
+        if channel.guild_id is not None:
+            needed = SEND_MESSAGES | (ATTACH_FILES if body.files else 0)
+            if self.world.app_permissions(channel) & needed != needed:
+                raise ApiError(403, 50013, "Missing Permissions")
         if channel.recipient_id in self.world.closed_dms:
             raise ApiError(403, 50007, "Cannot send messages to this user")
         if payload.get("enforce_nonce") and payload.get("nonce") is not None:

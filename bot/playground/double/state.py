@@ -14,11 +14,14 @@ from .commands import CommandRegistry
 from .faults import FaultInjector
 from .model import (
     ADMINISTRATOR,
+    ALL_CHANNEL_PERMISSIONS,
     ALL_PERMISSIONS,
     ATTACHMENT_URL_LIFETIME_S,
     DEFAULT_EVERYONE,
     MIB,
+    NEEDS_SEND,
     SEND_MESSAGES,
+    VIEW_CHANNEL,
     Attachment,
     Channel,
     Clock,
@@ -139,23 +142,56 @@ class World:
                 perms |= role.permissions
         return ALL_PERMISSIONS if perms & ADMINISTRATOR else perms
 
-    def app_permissions(self, channel: Channel) -> int:
-        """The bot's permissions in ``channel``, including a send-deny overwrite."""
-        if channel.guild_id is None:
-            return DEFAULT_EVERYONE
-        perms = self.member_permissions(self.guilds[channel.guild_id], self.bot.id)
-        if channel.deny_send and not perms & ADMINISTRATOR:
-            perms &= ~SEND_MESSAGES
+    def channel_permissions(self, channel: Channel, user_id: int) -> int:
+        """A member's permissions in a guild channel, as Discord computes them: the guild-level
+        ones (everything for the owner and administrators), then the @everyone overwrite, the
+        member's roles' overwrites (denies, then allows), the member's own overwrite, and the
+        implicit denials (no SEND_MESSAGES: no files, embeds, TTS or @everyone; no VIEW_CHANNEL:
+        nothing the channel grants)."""
+        guild = self.guilds[channel.guild_id or 0]
+        perms = self.member_permissions(guild, user_id)
+        if perms & ADMINISTRATOR:
+            return perms
+        everyone = channel.overwrites.get(guild.id)
+        if everyone is not None:
+            perms = (perms & ~everyone.deny) | everyone.allow
+        member = guild.members.get(user_id)
+        roles = set(member.roles) if member is not None else set()
+        deny = allow = 0
+        for overwrite in channel.overwrites.values():
+            if overwrite.type == 0 and overwrite.id in roles:
+                deny |= overwrite.deny
+                allow |= overwrite.allow
+        perms = (perms & ~deny) | allow
+        own = channel.overwrites.get(user_id)
+        if own is not None and own.type == 1:
+            perms = (perms & ~own.deny) | own.allow
+        if not perms & SEND_MESSAGES:
+            perms &= ~NEEDS_SEND
+        if not perms & VIEW_CHANNEL:
+            perms &= ~ALL_CHANNEL_PERMISSIONS
         return perms
 
+    def app_permissions(self, channel: Channel) -> int:
+        """The bot's permissions in ``channel``, overwrites included."""
+        if channel.guild_id is None:
+            return DEFAULT_EVERYONE
+        return self.channel_permissions(channel, self.bot.id)
+
     def filesize_limit(self, channel: Channel) -> int:
+        """The per-attachment limit of uploads in ``channel`` (the server's, or the channel's
+        own when it has a smaller one)."""
         if channel.guild_id is None:
             return 10 * MIB
-        return self.guilds[channel.guild_id].filesize_limit
+        return _capped(self.guilds[channel.guild_id].filesize_limit, channel)
 
     def user_upload_limit(self, user: User, channel: Channel) -> int:
-        """What a member may attach here: their own (Nitro) limit or the server's, if larger."""
-        return max(user.upload_limit, self.filesize_limit(channel))
+        """What a member may attach here: their own (Nitro) limit or the server's, if larger
+        (never more than the channel's own limit)."""
+        if channel.guild_id is None:
+            return max(user.upload_limit, 10 * MIB)
+        server = self.guilds[channel.guild_id].filesize_limit
+        return _capped(max(user.upload_limit, server), channel)
 
     def new_attachment(
         self,
@@ -199,11 +235,7 @@ class World:
                 "last_message_id": _opt_str(channel.last_message_id),
                 "flags": 0,
             }
-        overwrites: list[JSON] = []
-        if channel.deny_send:
-            overwrites.append(
-                {"id": str(self.bot.id), "type": 1, "allow": "0", "deny": str(SEND_MESSAGES)}
-            )
+        overwrites = [o.to_json() for o in channel.overwrites.values()]
         return {
             "id": str(channel.id),
             "type": channel.type,
@@ -320,6 +352,11 @@ class World:
         if gateway and msg.guild_id is not None:
             out["guild_id"] = str(msg.guild_id)
         return out
+
+
+def _capped(limit: int, channel: Channel) -> int:
+    own = channel.upload_limit_bytes
+    return limit if own is None else min(limit, own)
 
 
 def _opt_str(value: int | None) -> str | None:
