@@ -4,18 +4,15 @@ the person who got them), in the JSON the page renders."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from .double import DiscordDouble, DoubleUsageError, Message
-from .double.model import ADMINISTRATOR
-
-if TYPE_CHECKING:
-    from .scenario import Scenario
+from .double.model import ADMINISTRATOR, MANAGE_GUILD, SEND_MESSAGES
+from .scenario import Scenario
 
 JSON = dict[str, Any]
 CHAT_INPUT, MESSAGE_COMMAND = 1, 3
-MANAGE_GUILD = 1 << 5
 PERMISSION_NAMES = {
     ADMINISTRATOR: "Administrator",
     MANAGE_GUILD: "Manage Server",
@@ -39,8 +36,9 @@ def world_json(double: DiscordDouble, scenario: Scenario) -> JSON:
                 {
                     "id": str(channel.id),
                     "name": channel.name,
-                    "upload_limit_bytes": channel_spec.upload_limit_bytes,
-                    "bot_can_post": not channel.deny_send,
+                    "topic": channel.topic,
+                    "upload_limit_bytes": world.filesize_limit(channel),
+                    "bot_can_post": bool(world.app_permissions(channel) & SEND_MESSAGES),
                 }
             )
         guilds.append(

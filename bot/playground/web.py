@@ -15,7 +15,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -23,9 +23,7 @@ from . import view
 from .double import DiscordDouble, DoubleInteraction, DoubleUsageError, Message
 from .double.interactions import AUTOCOMPLETE
 from .options import ATTACHMENT, PageInputError, parse_option, parse_range
-
-if TYPE_CHECKING:
-    from .scenario import Scenario
+from .scenario import Scenario
 
 JSON = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

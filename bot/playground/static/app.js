@@ -160,7 +160,7 @@ function renderServers() {
 function renderChannels() {
   $("channel-list").replaceChildren(...state.guild.channels.map((channel) => {
     const notes = [];
-    if (channel.upload_limit_bytes) notes.push(`uploads up to ${formatSize(channel.upload_limit_bytes)}`);
+    if (channel.upload_limit_bytes < 10 * 1024 * 1024) notes.push(`uploads up to ${formatSize(channel.upload_limit_bytes)}`);
     if (!channel.bot_can_post) notes.push("the bot may not post");
     return el("li", {}, el("button", {
       type: "button", class: "channel-button", "data-channel-id": channel.id,
@@ -169,10 +169,9 @@ function renderChannels() {
     }, `# ${channel.name}`, notes.length ? el("span", { class: "channel-note", text: notes.join(" · ") }) : null));
   }));
   $("channel-title").textContent = `# ${state.channel.name}`;
-  const notes = [];
-  if (state.channel.upload_limit_bytes) notes.push(`Files up to ${formatSize(state.channel.upload_limit_bytes)}`);
-  if (!state.channel.bot_can_post) notes.push("klingbot may not post here");
-  $("channel-topic").textContent = notes.join(" · ");
+  const notes = [state.channel.topic, `Files up to ${formatSize(state.channel.upload_limit_bytes)}`];
+  if (!state.channel.bot_can_post) notes.push("the bot may not post here");
+  $("channel-topic").textContent = notes.filter(Boolean).join(" · ");
 }
 
 function renderPeople() {
