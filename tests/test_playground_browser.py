@@ -52,13 +52,18 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 
 
 @pytest.fixture
-async def page(stack: Stack) -> AsyncIterator[Any]:
-    executable = chromium_or_skip()
+def chromium() -> str:
+    return chromium_or_skip()
+
+
+@pytest.fixture
+async def page(chromium: str, stack: Stack) -> AsyncIterator[Any]:
+    """A page of the playground in Chromium (found before the playground starts)."""
     from playwright.async_api import async_playwright
 
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable, args=args)
+        browser = await playwright.chromium.launch(executable_path=chromium, args=args)
         context = await browser.new_context(viewport={"width": 1280, "height": 800})
         page = await context.new_page()
         errors: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,62 @@ async def test_events_push_the_status_message_as_it_is_edited(
         assert response.status == 206
         assert response.headers["Content-Range"] == f"bytes 0-99/{attachment['size']}"
         assert len(await response.read()) == 100
+
+
+async def test_autocomplete_asks_the_bot_only_for_options_synced_with_it(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    body = {
+        "person_id": MEMBER,
+        "guild_id": PLAYGROUND_GUILD,
+        "channel_id": GENERAL,
+        "name": "video",
+        "options": {"prompt": "a f"},
+        "focused": "prompt",
+    }
+    before = len(stack.double.interactions)
+    status, answer = await call(http, stack, "/api/autocomplete", body)
+    assert status == 400 and "'prompt' has no synced autocomplete" in answer["error"]
+    assert len(stack.double.interactions) == before
+
+
+# The page's colours: text and the background it is drawn on, each pair at least WCAG AA (4.5:1).
+TEXT_ON_BACKGROUND = [
+    ("--text", "--bg-main"),
+    ("--text", "--bg-input"),
+    ("--muted", "--bg-main"),
+    ("--muted", "--bg-side"),
+    ("--muted", "--bg-rail"),
+    ("--muted", "--bg-input"),
+    ("--muted", "--ephemeral"),
+    ("--link", "--bg-main"),
+    ("--link", "--ephemeral"),
+    ("--error", "--bg-main"),
+    ("#ffffff", "--accent"),
+    ("#ffffff", "--primary"),
+    ("#ffffff", "--secondary"),
+    ("#ffffff", "--success"),
+    ("#ffffff", "--danger"),
+]
+
+
+def test_text_colours_have_aa_contrast() -> None:
+    css = (Path(__file__).parent.parent / "bot/playground/static/app.css").read_text()
+    colours = dict(re.findall(r"(--[a-z-]+):\s*(#[0-9a-f]{6});", css))
+
+    def luminance(colour: str) -> float:
+        value = colours.get(colour, colour)
+        channels = [int(value[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    low = []
+    for text, background in TEXT_ON_BACKGROUND:
+        light, dark = sorted((luminance(text), luminance(background)), reverse=True)
+        ratio = (light + 0.05) / (dark + 0.05)
+        if ratio < 4.5:
+            low.append(f"{text} on {background}: {ratio:.2f}")
+    assert low == []
 
 
 # -- parsers of page input ---------------------------------------------------------------------
