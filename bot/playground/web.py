@@ -30,7 +30,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC_DIR = Path(__file__).parent / "static"
 MODAL_CALLBACK = 9
 KEEPALIVE_S = 15.0
-MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_BODY_BYTES = 256 * 1024 * 1024  # as the double: the bot uploads clips if both share an app
 
 
 class EventHub:
