@@ -39,7 +39,7 @@ DENIED_ID = 900_000_000_000_000_021
 TOKEN = "test-token"
 REPORT = b"id,seconds\n1,5\n" * 80
 COMMANDS = {"ping", "slow", "ticket", "note", "late", "twice", "post", "big", "expire", "pool",
-            "upload", "dm", "edit", "secret", "Read Files"}  # fmt: skip
+            "upload", "dm", "edit", "secret", "pick", "Read Files"}  # fmt: skip
 
 
 @dataclass
@@ -222,6 +222,16 @@ def _add_commands(tree: app_commands.CommandTree[Any], probe: Probe) -> None:
         await interaction.edit_original_response(content="v2")
         original = await interaction.original_response()
         await original.reply("a reply")
+
+    async def colours(interaction: Inter, current: str) -> list[app_commands.Choice[str]]:
+        shade = interaction.namespace.shade
+        names = [c for c in ("red", "green", "reef") if c.startswith(current)]
+        return [app_commands.Choice(name=f"{c} {shade}", value=c) for c in names]
+
+    @tree.command(description="pick a colour")
+    @app_commands.autocomplete(colour=colours)
+    async def pick(interaction: Inter, shade: int, colour: str) -> None:
+        await interaction.response.send_message(f"{colour} {shade}")
 
     @tree.command(description="ephemeral defer, then two followups")
     async def secret(interaction: Inter) -> None:
@@ -595,6 +605,56 @@ async def test_subcommands_and_resolved_options(double: DiscordDouble, running: 
     ack = await upload.wait_ack()
     assert ack.data is not None
     assert ack.data["content"] == "clip.mp4: 4321 bytes"
+
+
+async def test_autocomplete_sends_the_typed_text_and_gets_choices(
+    double: DiscordDouble, running: Running
+) -> None:
+    inter = await double.autocomplete("pick", {"shade": 3, "colour": "re"}, "colour")
+    focused = [o for o in inter.payload["data"]["options"] if o.get("focused")]
+    assert focused == [{"name": "colour", "type": 3, "value": "re", "focused": True}]
+    ack = await inter.wait_ack()
+    assert ack.callback_type == 8 and ack.data is not None
+    assert ack.data["choices"] == [
+        {"name": "red 3", "value": "red"},
+        {"name": "reef 3", "value": "reef"},
+    ]
+    partial = await double.autocomplete("pick", {"colour": "g"}, "colour")  # shade not yet given
+    assert (await partial.wait_ack()).data == {
+        "choices": [{"name": "green None", "value": "green"}]
+    }
+    with pytest.raises(DoubleUsageError, match="no synced autocomplete"):
+        await double.autocomplete("pick", {"shade": "3"}, "shade")
+    with pytest.raises(DoubleUsageError, match="numeric option"):
+        await double.autocomplete("pick", {"shade": "x", "colour": "r"}, "colour")
+
+
+async def test_listeners_see_messages_responses_and_syncs(
+    double: DiscordDouble, running: Running
+) -> None:
+    seen: list[tuple[str, object]] = []
+    unsubscribe = double.subscribe(lambda event, subject: seen.append((event, subject)))
+    inter = await double.invoke("secret")
+    await inter.wait_for_followup(count=2)
+    events = [e for e, _ in seen]
+    assert events.count("INTERACTION_RESPONSE") == len(inter.responses) == 3
+    created = [s for e, s in seen if e == "MESSAGE_CREATE"]
+    assert [getattr(m, "ephemeral", None) for m in created] == [True, False]  # ephemeral too
+    assert "MESSAGE_UPDATE" in events  # the "thinking" message filled by the first followup
+    await running.bot.tree.sync(guild=discord.Object(GUILD_ID))
+    assert ("COMMANDS_SYNCED", GUILD_ID) in seen
+    unsubscribe()
+    before = len(seen)
+    await (await double.invoke("ping")).wait_ack()
+    assert len(seen) == before
+
+    def broken(event: str, subject: object) -> None:
+        raise RuntimeError("listener bug")
+
+    double.subscribe(broken)
+    assert (await (await double.invoke("ping")).wait_ack()).ok  # the double carries on
+    assert [str(e) for e in double.internal_errors] == ["listener bug", "listener bug"]
+    double.internal_errors.clear()
 
 
 async def test_dm_edit_reply_and_ephemeral_defer(double: DiscordDouble, running: Running) -> None:

@@ -89,8 +89,10 @@ def command_data(
     *,
     sub: str | None,
     group: str | None,
+    partial: bool = False,
 ) -> JSON:
-    """``data`` of a CHAT_INPUT interaction; raises :class:`DoubleUsageError` if invalid."""
+    """``data`` of a CHAT_INPUT interaction; raises :class:`DoubleUsageError` if invalid
+    (``partial``: required options may be missing, as while autocompleting)."""
     label = f"/{command['name']}"
     defs: list[JSON] = command.get("options") or []
     nesting: list[tuple[int, str]] = []
@@ -113,7 +115,9 @@ def command_data(
             raise DoubleUsageError("a raw option list already contains the subcommand; drop sub=")
         leaf = options
     else:
-        leaf = _typed(world, label, defs, dict(options or {}), guild, channel, user, resolved)
+        leaf = _typed(
+            world, label, defs, dict(options or {}), guild, channel, user, resolved, partial=partial
+        )
     for otype, name in reversed(nesting):
         leaf = [{"name": name, "type": otype, "options": leaf}]
     data: JSON = {"id": command["id"], "name": command["name"], "type": 1, "options": leaf}
@@ -121,6 +125,43 @@ def command_data(
         data["resolved"] = resolved
     if "guild_id" in command:
         data["guild_id"] = command["guild_id"]
+    return data
+
+
+def autocomplete_data(
+    world: World,
+    command: JSON,
+    guild: Guild,
+    channel: Channel,
+    user: User,
+    options: Mapping[str, OptionValue],
+    focused: str,
+    *,
+    sub: str | None,
+    group: str | None,
+) -> JSON:
+    """``data`` of an AUTOCOMPLETE interaction: the options filled in so far, typed and checked
+    like a command's (required ones may be missing), plus ``focused``, an option synced with
+    ``autocomplete``, holding the text typed into it so far."""
+    given = dict(options)
+    typed = given.pop(focused, "")
+    if not isinstance(typed, str):
+        raise DoubleUsageError(f"focused option {focused!r} holds the text typed, got {typed!r}")
+    data = command_data(
+        world, command, guild, channel, user, given, sub=sub, group=group, partial=True
+    )
+    defs: list[JSON] = command.get("options") or []
+    holder: JSON = data
+    for wanted in (group, sub):
+        if wanted is not None:
+            defs = next(o for o in defs if o["name"] == wanted).get("options") or []
+            holder = holder["options"][0]
+    definition = next((d for d in defs if d["name"] == focused), None)
+    if definition is None or not definition.get("autocomplete"):
+        raise DoubleUsageError(f"/{command['name']}: option {focused!r} has no synced autocomplete")
+    order = [d["name"] for d in defs]
+    entry = {"name": focused, "type": definition["type"], "value": typed, "focused": True}
+    holder["options"] = sorted([*holder["options"], entry], key=lambda o: order.index(o["name"]))
     return data
 
 
@@ -133,6 +174,8 @@ def _typed(
     channel: Channel,
     user: User,
     resolved: JSON,
+    *,
+    partial: bool = False,
 ) -> list[JSON]:
     known = {d["name"]: d for d in defs}
     unknown = sorted(set(given) - set(known))
@@ -142,7 +185,7 @@ def _typed(
     for definition in defs:
         name = definition["name"]
         if name not in given:
-            if definition.get("required"):
+            if definition.get("required") and not partial:
                 raise DoubleUsageError(f"{label}: required option {name!r} missing")
             continue
         value = _convert(

@@ -14,6 +14,7 @@ from . import control
 from .builders import (
     AttachmentInput,
     OptionValue,
+    autocomplete_data,
     command_data,
     component_data,
     find_component,
@@ -24,7 +25,13 @@ from .builders import (
 from .commands import MESSAGE_COMMAND
 from .faults import Fault
 from .gateway import GatewayHub
-from .interactions import APPLICATION_COMMAND, MESSAGE_COMPONENT, MODAL_SUBMIT, DoubleInteraction
+from .interactions import (
+    APPLICATION_COMMAND,
+    AUTOCOMPLETE,
+    MESSAGE_COMPONENT,
+    MODAL_SUBMIT,
+    DoubleInteraction,
+)
 from .messages import broadcast
 from .model import (
     DEFAULT_BOT,
@@ -46,7 +53,7 @@ from .model import (
 )
 from .ratelimits import RateLimiter, RateLimits
 from .rest import API_PREFIX, RestApi
-from .state import World
+from .state import Listener, World
 
 JSON = dict[str, Any]
 _T = TypeVar("_T")
@@ -368,6 +375,37 @@ class DiscordDouble:
         label = " ".join(p for p in (name, group, sub) if p)
         return self._send(APPLICATION_COMMAND, data, channel, user, label, locale=locale)
 
+    async def autocomplete(
+        self,
+        name: str,
+        options: Mapping[str, OptionValue] | None,
+        focused: str,
+        *,
+        sub: str | None = None,
+        group: str | None = None,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+        locale: str = "en-US",
+    ) -> DoubleInteraction:
+        """Type into an autocomplete option: ``options[focused]`` is the text typed so far (the
+        others as for :meth:`invoke`, required ones may be missing). The bot answers with
+        callback type 8; its ``data["choices"]`` are what a Discord client lists."""
+        guild = self._guild_or_default(guild_id)
+        channel = self._channel(channel_id) if channel_id else _first(guild.channels, "channel")
+        user = self._member_user(guild, user_id)
+        command = self.world.commands.find(name, guild.id)
+        if command is None:
+            raise DoubleUsageError(
+                f"/{name} was never synced for guild {guild.id} or globally; "
+                f"synced: {self.world.commands.names(guild.id)}"
+            )
+        data = autocomplete_data(
+            self.world, command, guild, channel, user, options or {}, focused, sub=sub, group=group
+        )
+        label = " ".join(p for p in (name, group, sub) if p)
+        return self._send(AUTOCOMPLETE, data, channel, user, label, locale=locale)
+
     async def invoke_message_command(
         self,
         name: str,
@@ -538,6 +576,20 @@ class DiscordDouble:
         """Messages the bot sent to ``user_id`` by DM."""
         channel_id = self.world.dm_channels.get(user_id)
         return [] if channel_id is None else self.messages(channel_id)
+
+    # -- listening -----------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event, subject)`` synchronously on every message created, edited or
+        deleted (ephemeral ones too), every response the bot gives an interaction and every
+        command sync (see :data:`~.state.Listener`); returns the function that unsubscribes."""
+        self.world.listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self.world.listeners:
+                self.world.listeners.remove(listener)
+
+        return unsubscribe
 
     # -- waiting -------------------------------------------------------------------------------
 

@@ -107,6 +107,7 @@ class DoubleInteraction:
 
     def record(self, record: ResponseRecord) -> None:
         self.responses.append(record)
+        self._world.notify("INTERACTION_RESPONSE", self)
         self._world.changed()
 
     # -- waiting -------------------------------------------------------------------------

@@ -165,6 +165,7 @@ def delete_message(world: World, msg: Message) -> None:
         if msg.guild_id is not None:
             data["guild_id"] = str(msg.guild_id)
         world.dispatch("MESSAGE_DELETE", data)
+    world.notify("MESSAGE_DELETE", msg)
     world.changed()
 
 
@@ -172,6 +173,7 @@ def broadcast(world: World, event: str, msg: Message) -> None:
     """Send MESSAGE_CREATE/UPDATE to the gateway; ephemeral messages are never broadcast."""
     if not msg.ephemeral:
         world.dispatch(event, world.message_json(msg, gateway=True))
+    world.notify(event, msg)
     world.changed()
 
 

@@ -217,7 +217,9 @@ class RestApi:
         return json_response(self.world.commands.get(self._scope(request)))
 
     async def put_commands(self, request: web.Request) -> web.Response:
-        stored = self.world.commands.put(self._scope(request), _body(request).json)
+        scope = self._scope(request)
+        stored = self.world.commands.put(scope, _body(request).json)
+        self.world.notify("COMMANDS_SYNCED", scope)
         return json_response(stored)
 
     # -- guilds ----------------------------------------------------------------------------

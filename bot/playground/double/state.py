@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from .interactions import DoubleInteraction
 
 JSON = dict[str, Any]
+Listener = Callable[[str, object], None]
+"""Called with an event name and its subject: ``MESSAGE_CREATE``/``MESSAGE_UPDATE``/
+``MESSAGE_DELETE`` with the :class:`Message` (ephemeral ones too), ``INTERACTION_RESPONSE`` with
+the ``DoubleInteraction``, ``COMMANDS_SYNCED`` with the scope (a guild id or ``None``)."""
 
 
 class World:
@@ -79,6 +83,7 @@ class World:
         self.gateway_log: list[GatewayRecord] = []
         self.base_url = ""
         self.dispatch: Callable[[str, JSON], None] = lambda event, data: None
+        self.listeners: list[Listener] = []
         self._changed = asyncio.Event()
 
     # -- change notification -------------------------------------------------------------
@@ -87,6 +92,15 @@ class World:
         """Wake everything waiting in :meth:`wait_for`."""
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def notify(self, event: str, subject: object) -> None:
+        """Tell every listener (see ``DiscordDouble.subscribe``) what just happened; a listener
+        that raises is recorded in :attr:`internal_errors` and never stops the double."""
+        for listener in list(self.listeners):
+            try:
+                listener(event, subject)
+            except Exception as exc:
+                self.internal_errors.append(exc)
 
     async def wait_for(
         self, predicate: Callable[[], Any], timeout: float, describe: Callable[[], str]
