@@ -32,8 +32,8 @@ from bot.discord.client import KlingBot, sync_commands
 from bot.errors import KlingbotError
 from bot.pipeline.moderation import Moderation
 from bot.playground.double import DISCORD_RATE_LIMITS, DiscordDouble, patch_discord_py
-from bot.playground.placeholder import create_app
 from bot.playground.scenario import PLAYGROUND, Scenario, build_world, make_double
+from bot.playground.web import create_app
 from bot.runtime import build_web_app
 from bot.settings import ProviderName, Settings
 
@@ -100,7 +100,10 @@ def playground_settings(
             "provider": provider,
             "failover_providers": failover,
             "db_path": paths.db_path,
+            "database_url": None,  # never a real install's PostgreSQL
             "media_dir": paths.media_dir,
+            "shard_count": None,  # one process holds the stand-in's one connection
+            "shard_ids": None,
             "http_host": HOST,
             "http_port": port,
             "public_url": f"http://{HOST}:{port}{BOT_WEB_PREFIX}",
