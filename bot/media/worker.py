@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import weakref
@@ -165,6 +166,9 @@ def _remove_leftovers(dst: Path) -> None:
 
 def _lower_priority() -> None:
     os.nice(WORKER_NICE)
+    # Ctrl-C in a terminal reaches the whole process group: the bot stops its workers itself,
+    # so a worker must not die of it (with a traceback) under a bot that is shutting down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _shrink_in_worker(src: Path, dst: Path, max_bytes: int) -> Shrunk:
