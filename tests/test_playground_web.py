@@ -25,7 +25,7 @@ from bot.playground.options import (
     parse_option,
     parse_range,
 )
-from bot.playground.scenario import GENERAL, MEMBER, MODERATOR, OWNER, PLAYGROUND_GUILD
+from bot.playground.scenario import GENERAL, MEMBER, MODERATOR, OWNER, PLAYGROUND, PLAYGROUND_GUILD
 from tests.playground_support import Stack, playground_stack
 
 JSON = dict[str, Any]
@@ -89,7 +89,8 @@ async def test_each_person_sees_their_commands_and_their_own_ephemeral_replies(
     assert inter.user_id == OWNER  # acting as the owner
     await inter.wait_ack(timeout=15)
     mine = [m for m in await messages(http, stack, OWNER) if m["ephemeral"]]
-    assert len(mine) == 1 and "now has 500 available" in mine[0]["content"]
+    starting = PLAYGROUND.guilds[0].starting_pool_credits  # the playground funds it at start
+    assert len(mine) == 1 and f"now has {starting + 500} available" in mine[0]["content"]
     assert mine[0]["interaction"]["user_id"] == str(OWNER)
     for other in (MODERATOR, MEMBER):
         assert not [m for m in await messages(http, stack, other) if m["ephemeral"]]
