@@ -241,7 +241,7 @@ async def test_a_taken_port_is_refused_with_what_to_do(tmp_path: Path) -> None:
 def make_run(*args: str) -> list[str]:
     """`make run` from the repository's Makefile, in the test's directory, with this venv (its
     install step taken as done)."""
-    installed = str(VENV / ".installed")
+    installed = str(VENV / ".installed-run")
     return [
         "make",
         "-s",
