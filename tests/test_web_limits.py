@@ -207,4 +207,9 @@ async def test_metrics_and_ready_details_need_the_token_when_one_is_set(tmp_path
 def test_compose_publishes_the_port_on_loopback_only_by_default() -> None:
     compose = (ROOT / "docker-compose.yml").read_text()
     ports = re.findall(r'^\s*-\s*"([^"]+)"', compose, re.MULTILINE)
-    assert ports == ["${KLINGBOT_PUBLISH_ADDRESS:-127.0.0.1}:8080:8080"]
+    # the single bot, and the two replicas of the `replicas` profile
+    assert ports == [
+        "${KLINGBOT_PUBLISH_ADDRESS:-127.0.0.1}:8080:8080",
+        "${KLINGBOT_PUBLISH_ADDRESS:-127.0.0.1}:8080:8080",
+        "${KLINGBOT_PUBLISH_ADDRESS:-127.0.0.1}:8081:8080",
+    ]
