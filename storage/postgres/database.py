@@ -158,6 +158,7 @@ class PostgresDatabase(Database):
         self._commits = 0
         self._committed = asyncio.Event()
         self.retries = 0  # writes re-run after losing a race (for tests and benchmarks)
+        self.writer_pids: set[int] = set()  # server processes that ran writes (the same)
 
     @classmethod
     async def connect(
@@ -270,6 +271,7 @@ class PostgresDatabase(Database):
         tx: PostgresTx | None = None
         try:
             async with self._writers.acquire() as conn:
+                self.writer_pids.add(conn.get_server_pid())
                 tx = PostgresTx(conn, savepoints=savepoints)
                 transaction = conn.transaction(isolation="serializable", readonly=self._read_only)
                 await transaction.start()
@@ -312,6 +314,7 @@ class PostgresDatabase(Database):
         for attempt in range(MAX_WRITE_ATTEMPTS):
             try:
                 async with self._writers.acquire() as conn:
+                    self.writer_pids.add(conn.get_server_pid())
                     rows = list(await conn.fetch(text, *args))
             except _RETRY:
                 self.retries += 1
