@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import webbrowser
 from pathlib import Path
@@ -44,8 +45,20 @@ def open_browser(url: str) -> str | None:
     return None
 
 
+def quiet_discord_logs(verbose: bool) -> None:
+    """A newcomer's terminal shows the playground's own lines, not discord.py's connection
+    chatter or its warnings about voice libraries the bot never uses (`-v` shows everything)."""
+    if verbose:
+        return
+    logging.getLogger("discord").setLevel(logging.WARNING)
+    logging.getLogger("discord.client").addFilter(
+        lambda record: "voice will NOT be supported" not in record.getMessage()
+    )
+
+
 async def playground(args: argparse.Namespace, settings: Settings) -> int:
     """Run until SIGINT or SIGTERM (during startup they cancel it), then stop everything."""
+    quiet_discord_logs(bool(getattr(args, "verbose", False)))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main = asyncio.current_task()
