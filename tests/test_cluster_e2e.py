@@ -1,5 +1,5 @@
 """Issue 12's acceptance test: three `klingbot run` processes (shards 0, 1 and 2 of 3) on one
-PostgreSQL database, against the Discord double and the Kling double allowing 10 tasks at once.
+PostgreSQL database (and, as a second parameter, one SQLite file), against the Discord double and the Kling double allowing 10 tasks at once.
 
 300 /video from 100 members in guilds on every shard. The Kling double renders each task for a
 while and then calls back; every process's KLINGBOT_PUBLIC_URL is a loopback balancer in this
@@ -40,7 +40,7 @@ from tests.e2e_support import APP_ID, BOT_ID, OWNER, TOKEN, reply_text
 from tests.provider_doubles.kling import ACCESS_KEY, SECRET_KEY, KlingDouble
 from tests.provider_support import free_port
 from tests.test_cli_bot import clean_env
-from tests.test_shards_e2e import Process, SharedDatabase, bot_env, klingbot, poll
+from tests.test_shards_e2e import Process, SharedDatabase, bot_env, klingbot, poll, sqlite_file
 
 COUNT = 3
 GUILDS_PER_SHARD = 2
@@ -141,10 +141,13 @@ class Balancer:
 # -- the database and the processes ------------------------------------------------------------
 
 
-@pytest.fixture
-async def postgres() -> AsyncIterator[SharedDatabase]:
-    """A fresh PostgreSQL database (skipped with the reason when no server answers, except
-    under CI=true), dropped afterwards."""
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SharedDatabase]:
+    """The shared database: a fresh PostgreSQL database (skipped with the reason when no server
+    answers, except under CI=true; dropped afterwards), or one SQLite file."""
+    if request.param == "sqlite":
+        yield sqlite_file(tmp_path)
+        return
     url = await create_database()
     try:
         yield SharedDatabase({"KLINGBOT_DATABASE_URL": url}, lambda: Database.open(url))
@@ -319,8 +322,8 @@ async def audit_cli(tmp_path: Path, database: SharedDatabase) -> tuple[int, str]
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-async def test_three_processes_on_postgresql_survive_a_kill_with_one_outcome_per_job(
-    tmp_path: Path, postgres: SharedDatabase
+async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
+    tmp_path: Path, database: SharedDatabase
 ) -> None:
     began = time.monotonic()
     double = await make_world()
@@ -332,14 +335,14 @@ async def test_three_processes_on_postgresql_survive_a_kill_with_one_outcome_per
     balancer = Balancer({})
     await balancer.start()
     started: list[Process] = []
-    db = await postgres.open()
+    db = await database.open()
     store, ledger = JobStore(db), Ledger(db)
     try:
         code, stderr = await klingbot(
-            "sync", cwd=tmp_path, env=cluster_env(double, vendor, postgres)
+            "sync", cwd=tmp_path, env=cluster_env(double, vendor, database)
         )
         assert code == 0, stderr
-        started = await start_cluster(tmp_path, double, vendor, postgres, balancer.url)
+        started = await start_cluster(tmp_path, double, vendor, database, balancer.url)
         balancer.live.update({f"p{p.shard_ids}": p.port for p in started})
 
         for guild_id in GUILDS:  # each guild's pool, by the owner's command
@@ -364,7 +367,7 @@ async def test_three_processes_on_postgresql_survive_a_kill_with_one_outcome_per
         async def victim_works_live_tasks() -> bool:
             delivered = sum(clip_counts(double, jobs).values())
             orphans[:] = await live_at_vendor(store, vendor, f"p{VICTIM}")
-            return delivered >= 20 and len(orphans) >= 2
+            return delivered >= 30 and len(orphans) >= 2
 
         await polled(victim_works_live_tasks, timeout_s=120, what="the victim working on tasks")
         victim = started[VICTIM]
@@ -378,6 +381,8 @@ async def test_three_processes_on_postgresql_survive_a_kill_with_one_outcome_per
             for j in await store.in_states(frozenset(JobState))
             if j.lease_owner == f"p{VICTIM}" and j.state not in FINAL_STATES
         ]
+
+        assert held_at_kill, "the victim held unfinished jobs when it was killed"
 
         # After it: the other takes of the members whose guilds are still answered.
         after = [(m, take) for take in range(1, VIDEOS_PER_MEMBER) for m in others]
@@ -405,6 +410,9 @@ async def test_three_processes_on_postgresql_survive_a_kill_with_one_outcome_per
                 assert clips[job_id] == 1, f"{job_id}: {clips[job_id]} clip messages"
                 assert kinds[TransferKind.POST] == 1, f"{job_id} captured {kinds}"
                 assert kinds[TransferKind.VOID] == 0, f"{job_id} captured and voided {kinds}"
+                assert job.status_message_id is not None
+                shown = str(double.message(job.status_message_id).embeds)
+                assert "✅ Done" in shown, f"{job_id}: status {shown}"
                 outcomes["delivered"] += 1
             else:
                 assert clips[job_id] == 0, f"{job_id} is {job.state.value} with a clip"
@@ -425,7 +433,7 @@ async def test_three_processes_on_postgresql_survive_a_kill_with_one_outcome_per
         assert all(j.lease_owner != f"p{VICTIM}" for j in taken), "a job left to the dead"
         assert {j.state for j in taken} <= FINAL_STATES
 
-        code, report = await audit_cli(tmp_path, postgres)
+        code, report = await audit_cli(tmp_path, database)
         assert code == 0 and "result: OK" in report, report
         assert set(balancer.passed) == {f"p{n}" for n in range(COUNT)}, balancer.passed
         assert double.internal_errors == []
