@@ -34,7 +34,7 @@ from aiohttp import web
 
 from bot.playground.double import DiscordDouble
 from bot.shards import shard_of
-from storage import FINAL_STATES, Database, JobState, JobStore, Ledger, TransferKind
+from storage import FINAL_STATES, Database, Job, JobState, JobStore, Ledger, TransferKind
 from tests.backends import create_database, drop_database
 from tests.e2e_support import APP_ID, BOT_ID, OWNER, TOKEN, reply_text
 from tests.provider_doubles.kling import ACCESS_KEY, SECRET_KEY, KlingDouble
@@ -287,16 +287,31 @@ async def polled(check: Callable[[], Awaitable[bool]], *, timeout_s: float, what
         raise AssertionError(f"{what} (not within {timeout_s} s)") from None
 
 
-async def live_at_vendor(store: JobStore, vendor: KlingDouble, owner: str) -> list[str]:
-    """The jobs `owner` holds whose task is live at the vendor right now."""
+async def held_by(store: JobStore, owner: str) -> list[Job]:
+    """The jobs `owner` holds between their create and their task's end."""
     working = await store.in_states(frozenset({JobState.SUBMITTED, JobState.RUNNING}))
+    return [job for job in working if job.lease_owner == owner]
+
+
+def live_at_vendor(vendor: KlingDouble, jobs: list[Job]) -> list[str]:
+    """Of `jobs`, those whose task is live at the vendor right now."""
     return [
         job.id
-        for job in working
-        if job.lease_owner == owner
-        and job.provider_job_id in vendor.jobs
+        for job in jobs
+        if job.provider_job_id in vendor.jobs
         and vendor.jobs[job.provider_job_id].state not in ("succeeded", "failed")
     ]
+
+
+def creating(vendor: KlingDouble, jobs: list[Job]) -> list[str]:
+    """Of `jobs`, those whose create the vendor has received and not answered yet."""
+    asked = {
+        str(r.json.get("external_task_id"))
+        for r in vendor.requests
+        if r.method == "POST" and r.path.startswith("/v1/videos/")
+    }
+    made = {str(j.request.get("external_task_id")) for j in vendor.jobs.values()}
+    return [job.id for job in jobs if job.id in asked - made]
 
 
 async def audit_cli(tmp_path: Path, database: SharedDatabase) -> tuple[int, str]:
@@ -331,7 +346,7 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
     await vendor.start()
     vendor.max_parallel = SLOTS
     vendor.render_s = RENDER_S
-    vendor.create_delay_s = 0.05  # some kills land while a create is being answered
+    vendor.create_delay_s = 0.2  # a create takes a while: the kill lands in one
     balancer = Balancer({})
     await balancer.start()
     started: list[Process] = []
@@ -362,12 +377,14 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
         jobs = await videos(double, before)
         asked_s = time.monotonic() - began
 
-        orphans: list[str] = []
+        orphans: list[str] = []  # the victim's jobs live at the vendor
+        in_flight: list[str] = []  # the victim's jobs whose create is being answered
 
         async def victim_works_live_tasks() -> bool:
             delivered = sum(clip_counts(double, jobs).values())
-            orphans[:] = await live_at_vendor(store, vendor, f"p{VICTIM}")
-            return delivered >= 30 and len(orphans) >= 2
+            held = await held_by(store, f"p{VICTIM}")
+            orphans[:], in_flight[:] = live_at_vendor(vendor, held), creating(vendor, held)
+            return delivered >= 30 and len(orphans) >= 2 and len(in_flight) >= 1
 
         await polled(victim_works_live_tasks, timeout_s=120, what="the victim working on tasks")
         victim = started[VICTIM]
@@ -438,12 +455,14 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
         assert set(balancer.passed) == {f"p{n}" for n in range(COUNT)}, balancer.passed
         assert double.internal_errors == []
         print(
-            f"\n{len(jobs)} jobs: {dict(outcomes)}; vendor: {len(vendor.jobs)} tasks, peak"
+            f"\n{len(jobs)} jobs: {dict(outcomes)}; vendor: {vendor.creates} creates,"
+            f" {len(vendor.jobs)} tasks, peak"
             f" {vendor.peak_live} live, {vendor.over_parallel} refused; callbacks"
             f" {Counter(vendor.webhook_results)}, {balancer.repeated} passed twice; passed to"
             f" {dict(balancer.passed)} answered"
             f" {dict(balancer.statuses)}; at the kill: {delivered_at_kill} delivered,"
-            f" {len(orphans)} of the victim's tasks live, {len(held_at_kill)} jobs held;"
+            f" {len(orphans)} of the victim's tasks live, {len(in_flight)} being created,"
+            f" {len(held_at_kill)} jobs held;"
             f" seconds: ready {ready_s:.1f}, first {len(before)} asked {asked_s:.1f},"
             f" killed {killed_s:.1f}, all final {finished_s:.1f}"
         )
