@@ -23,10 +23,14 @@ Errors: {"code", "message", "request_id"} with the HTTP status of the official t
 and unknown fields are refused (1201) to keep the adapter to the v3 field list. More live tasks
 than `max_parallel` is 429 code 1303 "parallel task over resource pack limit".
 Callbacks: the flat legacy task body; with `webhook_secret` set, signed as Standard Webhooks.
+With `render_s` set, a task renders on the vendor's clock instead of by polls: it stays
+"processing" for `render_s` seconds, then succeeds and the double POSTs its callback to
+`callback_url` once (the receiver's status, or 0 when nothing answered, in `webhook_results`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -246,9 +250,17 @@ class KlingDouble(VendorDouble):
         self.refused_tokens: list[int] = []  # the codes of refused tokens, in order
         self.poll_replies: deque[tuple[int, Any]] = deque()
         self._task_ids = itertools.count(867283741759111202)
+        self.render_s: float | None = None  # set: tasks finish on their own and call back
+        self._renders: set[asyncio.Task[None]] = set()
 
     def new_id(self) -> str:
         return str(next(self._task_ids))
+
+    async def stop(self) -> None:
+        for render in self._renders:
+            render.cancel()
+        await asyncio.gather(*self._renders, return_exceptions=True)
+        await super().stop()
 
     def routes(self) -> list[tuple[str, str, Any]]:
         return [
@@ -352,6 +364,11 @@ class KlingDouble(VendorDouble):
         )
         self.jobs[job.id] = job
         self.peak_live = max(self.peak_live, self.live())
+        if self.render_s is not None:
+            job.script = ["running"]
+            render = asyncio.create_task(self._render(job, self.render_s))
+            self._renders.add(render)
+            render.add_done_callback(self._renders.discard)
         data = {
             "task_id": job.id,
             "task_info": {"external_task_id": body.get("external_task_id", "")},
@@ -402,6 +419,17 @@ class KlingDouble(VendorDouble):
         if not isinstance(job, KlingJob) or job.kind != request.match_info["kind"]:
             return self.error(1203, "task not found")
         return self.json(self.envelope(0, "SUCCEED", self.task(job, job.advance())))
+
+    async def _render(self, job: KlingJob, render_s: float) -> None:
+        """The vendor's own work on a task: `render_s` of rendering, then success and one
+        callback (when the task named a callback_url)."""
+        await asyncio.sleep(render_s)  # the simulated render time at the vendor
+        job.script, job.step = ["succeeded"], 0
+        if job.webhook_url:
+            try:
+                await self.send_callback(job)
+            except aiohttp.ClientError:
+                self.webhook_results.append(0)
 
     # -- callbacks --------------------------------------------------------------------------
 
