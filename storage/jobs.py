@@ -117,6 +117,7 @@ class Job:
     media_retired_at_ms: int | None
     lease_owner: str | None  # the process working on the job (see storage.leases)
     lease_until_ms: int | None
+    status_shown: str | None  # the final state its status message was seen to show
 
     @property
     def is_final(self) -> bool:
@@ -185,6 +186,7 @@ class JobEvent:
 MUTABLE_COLUMNS = frozenset(
     {
         "status_message_id",
+        "status_shown",
         "result_message_id",
         "approval_message_id",
         "provider",
@@ -366,6 +368,18 @@ class JobStore:
         if not rows:
             raise JobNotFound(job_id)
         return Job.from_row(rows[0])
+
+    async def status_behind(self, updated_before_ms: int, *, limit: int = 200) -> list[Job]:
+        """Final jobs whose status message is not known to show their final state, unchanged
+        since `updated_before_ms` (whoever changed them last had time to edit it)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE status_message_id IS NOT NULL"
+            " AND (status_shown IS NULL OR status_shown <> state)"
+            " AND state IN ('delivered', 'rejected', 'failed', 'cancelled')"
+            " AND updated_at_ms < ? ORDER BY updated_at_ms LIMIT ?",
+            (updated_before_ms, limit),
+        )
+        return [Job.from_row(r) for r in rows]
 
     async def get(self, job_id: str, *, tx: Tx | None = None) -> Job:
         job = await self.find(job_id, tx=tx)

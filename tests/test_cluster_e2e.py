@@ -52,6 +52,7 @@ LEASE_S = 3.0
 RENDER_S = 0.5  # each task's time at the vendor before it succeeds and calls back
 MEMBER_BASE = 950_000_000_000_000_000
 STARTED_WITHIN_S = 60.0
+STATUS_SHOWN_WITHIN_S = 90.0
 FINISHED_WITHIN_S = 180.0
 JOB_ID = re.compile(r"[0-9a-f]{12}")
 
@@ -436,6 +437,28 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
 
         await polled(all_final, timeout_s=FINISHED_WITHIN_S, what="every job finished")
         finished_s = time.monotonic() - began
+
+        async def statuses_shown() -> bool:
+            """Status edits are paced per channel (Discord's limits), so with 300 jobs in six
+            channels the last "Done" edits come a while after the last clip; the edits the dead
+            process still owed are made by the others' repair (bot/discord/status.py)."""
+            for job_id in jobs:
+                job = await store.get(job_id)
+                message_id = job.status_message_id
+                if job.state is not JobState.DELIVERED or message_id is None:
+                    continue
+                if "✅ Done" not in str(double.message(message_id).embeds):
+                    behind[:] = [
+                        f"{job_id} ({job.lease_owner}): {double.message(message_id).embeds}"
+                    ]
+                    return False
+            return True
+
+        behind: list[str] = []
+        try:
+            await polled(statuses_shown, timeout_s=STATUS_SHOWN_WITHIN_S, what="status edits")
+        except AssertionError:
+            raise AssertionError(f"a status message is behind its job: {behind}") from None
         codes = [await p.stop() for p in started if p is not victim]
         assert codes == [0] * (COUNT - 1), f"the survivors' exit codes {codes}"
 
@@ -455,10 +478,7 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
                     outcomes["delivered without a status message"] += 1
                 else:
                     shown = str(double.message(job.status_message_id).embeds)
-                    if "✅ Done" not in shown:  # known gap: see the report (issue 12 e2e)
-                        touched = job_id in held_at_kill or shard_of(guild_id, COUNT) == victims[0]
-                        assert touched, f"{job_id}: status {shown}"
-                        outcomes["delivered, status not Done"] += 1
+                    assert "✅ Done" in shown, f"{job_id}: status {shown}"
                 outcomes["delivered"] += 1
             else:
                 assert clips[job_id] == 0, f"{job_id} is {job.state.value} with a clip"

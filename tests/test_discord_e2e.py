@@ -9,25 +9,29 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 from pydantic import SecretStr
 
 from bot.discord.render import FITTING_LINE
+from bot.discord.status import REPAIR_GRACE_S
 from bot.playground.double import DiscordDouble
 from bot.settings import EachLabsSettings
-from storage import JobState, OffsetClock
+from storage import Job, JobState, OffsetClock
 from tests.e2e_support import (
     ALICE,
     BOB,
     CHANNEL,
     GUILD,
     MOD,
+    Running,
     make_double,
     make_settings,
     reply_text,
     running_bot,
 )
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
+from tests.waits import until_stored
 
 EPHEMERAL = 64
 
@@ -421,3 +425,49 @@ async def test_commands_sync_only_when_they_changed(tmp_path: Path, double: Disc
             pass
     puts = [r for r in double.requests if r.method == "PUT" and r.path.endswith("/commands")]
     assert len(puts) == 1, "the second start found the same definitions and did not sync"
+
+
+async def test_a_status_message_left_behind_its_final_job_is_repaired(
+    tmp_path: Path, double: DiscordDouble
+) -> None:
+    """A process died between a job's last change and the edit that shows it (or the edit was
+    another process's to make): any process finds the final job whose message is behind and
+    edits it, once its last change is old enough; a message known to show it is left alone."""
+    async with running_bot(double, make_settings(tmp_path)) as run:
+        await run.fund(ALICE, 200)
+        await reply_text(await run.video(duration=5))  # the receipt: the job exists
+        job = await run.wait_state((await run.only_job()).id, JobState.DELIVERED)
+        assert job.status_message_id is not None
+        done = await double.wait_for_message(
+            CHANNEL,
+            lambda m: m.id == job.status_message_id and m.embeds[0]["title"].startswith("✅ Done"),
+        )
+        await shown_as_delivered(run, job.id)
+        assert await run.bot.status_messages.repair_behind() == 0  # shown: nothing to do
+        # What a dead process leaves: the message still shows an earlier state, nothing
+        # records that it showed the last one.
+        stale = {**done.embeds[0], "title": "⬇️ Saving the clip"}
+        channel = run.bot.get_partial_messageable(CHANNEL)
+        await channel.get_partial_message(job.status_message_id).edit(
+            embed=discord.Embed.from_dict(stale)
+        )
+        await run.service.jobs.update(job.id, status_shown=None)
+        assert await run.bot.status_messages.repair_behind() == 0  # too recent: its owner's turn
+        assert isinstance(run.clock, OffsetClock)
+        run.clock.advance(seconds=REPAIR_GRACE_S + 1)
+        assert await run.bot.status_messages.repair_behind() == 1
+        await double.wait_for_message(
+            CHANNEL,
+            lambda m: m.id == job.status_message_id and m.embeds[0]["title"].startswith("✅ Done"),
+        )
+        await shown_as_delivered(run, job.id)
+        run.clock.advance(seconds=REPAIR_GRACE_S + 1)
+        assert await run.bot.status_messages.repair_behind() == 0
+
+
+async def shown_as_delivered(run: Running, job_id: str) -> None:
+    async def check() -> bool:
+        job: Job = await run.service.jobs.get(job_id)
+        return job.status_shown == "delivered"
+
+    await until_stored(run.runtime.db, check, timeout_s=15, what="the Done edit recorded")

@@ -14,6 +14,8 @@ answered by the command tree (`tree_cls=KlingTree`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -161,6 +163,7 @@ class KlingBot(commands.AutoShardedBot):
         self.status_messages = StatusMessages(self, self.pacer, config.status_edit_interval_s)
         self.sink = DiscordSink(self)  # the pipeline's delivery sink; also Get the clip's
         self.start_pipeline = start_pipeline
+        self._status_repair: asyncio.Task[None] | None = None
 
     def attach(self, runtime: Runtime) -> None:
         """Give the bot the running system (before it logs in)."""
@@ -176,6 +179,9 @@ class KlingBot(commands.AutoShardedBot):
             return
         await self.runtime.start()
         await self._refresh_status_messages()
+        self._status_repair = asyncio.create_task(
+            self.status_messages.repair_forever(), name="status-repair"
+        )
         if self.config.dev_guild_id and self.config.syncs_commands:
             await sync_commands(self, guild_id=self.config.dev_guild_id)
         # Most of what exists now lives as long as the bot: keep it out of the collector's
@@ -215,6 +221,10 @@ class KlingBot(commands.AutoShardedBot):
 
     async def close(self) -> None:
         """Stop taking work, finish what is in flight, then disconnect."""
+        if self._status_repair is not None:
+            self._status_repair.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_repair
         if self.start_pipeline:
             await self.runtime.stop()
         await self.pacer.close()  # sends what is waiting first (a few seconds at most)

@@ -2,7 +2,9 @@
 
 Edits go through the channel's pacer (bot/discord/pacing.py): a waiting edit is replaced by a
 newer one and reads the job when it is sent, so the latest state wins and no edit is wasted on a
-state already left; final states go first. Besides the channel's limits, a job is edited at most
+state already left; final states go first. With several processes, the one that posted the
+message and the one working the job may both edit it; each looks at the job again after its edit
+and edits once more if the job moved on, so an older render never has the last word. Besides the channel's limits, a job is edited at most
 once every `interval_s` while it runs. The interaction token is never used, so edits keep working
 after 15 minutes.
 """
@@ -40,6 +42,10 @@ FINAL_EVENTS = URGENT_EVENTS - {"succeeded"}
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRIES = 6
 RETRY_MAX_DELAY_S = 60.0
+# Final jobs whose message is not known to show it are edited by any process, once the last
+# change is this old (its own process had time to edit), looked for this often.
+REPAIR_GRACE_S = 15.0
+REPAIR_INTERVAL_S = 15.0
 
 
 class StatusMessages:
@@ -112,8 +118,38 @@ class StatusMessages:
             self._failed(job, error)
             return
         self._failures.pop(job_id, None)
+        # Another process working the job may have edited this message meanwhile, and ours,
+        # rendered before its change, may have landed after its edit: look again, and show the
+        # state the job is in now if it moved on (the last edit sent always follows a look).
+        now = await self.bot.service.jobs.find(job_id)
+        if now is not None and (now.state, now.progress_pct) != (job.state, job.progress_pct):
+            self.schedule(now, final=now.is_final)
+            return
+        if job.is_final and job.status_shown != job.state.value:
+            await self.bot.service.jobs.update(job.id, status_shown=job.state.value)
         if job.is_final or job.state is JobState.EXPIRED:
             self._last_edit.pop(job_id, None)
+
+    async def repair_behind(self) -> int:
+        """Edit the status messages of final jobs that do not show it yet: the process that
+        made the last change died before its edit, or the edit was another process's to make.
+        Returns how many were scheduled."""
+        now_ms = self.bot.service.clock.now_ms()
+        behind = await self.bot.service.jobs.status_behind(now_ms - int(REPAIR_GRACE_S * 1000))
+        for job in behind:
+            self.schedule(job, final=True)
+        return len(behind)
+
+    async def repair_forever(self) -> None:
+        """`repair_behind` now and then, for as long as the bot runs."""
+        while True:
+            try:
+                count = await self.repair_behind()
+                if count:
+                    log.info("editing %d status messages left behind their jobs", count)
+            except Exception:
+                log.exception("status message repair failed; trying again later")
+            await asyncio.sleep(REPAIR_INTERVAL_S)
 
     def _failed(self, job: Job, error: discord.HTTPException) -> None:
         """Try again later when Discord failed or was busy, so the message does not stay behind."""
