@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -30,8 +31,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 from yarl import URL
 
@@ -39,6 +42,10 @@ from tests.provider_doubles.base import FakeJob
 from tests.provider_doubles.eachlabs import EachLabsDouble
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where benchmarks may create and drop PostgreSQL databases (--database-url changes it).
+DEFAULT_SERVER_URL = os.environ.get(
+    "KLINGBOT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def preload_id(n: int) -> str:
@@ -96,6 +103,29 @@ def thread_cpu() -> dict[str, float]:
 def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
     """ "event loop 1.2 s, sqlite 0.8 s, other 0.0 s" between two `thread_cpu()` readings."""
     return ", ".join(f"{k} {after[k] - before.get(k, 0.0):.2f} s" for k in after)
+
+
+# -- scratch PostgreSQL databases --------------------------------------------------------------
+
+
+async def scratch_database(server_url: str) -> str:
+    """A new, empty database on the server at `server_url`; its URL."""
+    admin = await asyncpg.connect(server_url)
+    name = f"klingbot_bench_{secrets.token_hex(4)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    """Drop the database at `url` (made by `scratch_database`), connected through `server_url`."""
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 # -- the vendor double in its own process ------------------------------------------------------
