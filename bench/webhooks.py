@@ -108,6 +108,7 @@ TARGET_P99_MS = 25.0
 SECRET = "whsec-bench"
 FIRST_MEMBER = 10_000
 DRAIN_WAIT_S = 10.0
+ANSWER_LIMIT_BYTES = 64 * 1024 * 1024  # a bot process's longest answer line (its facts)
 
 Request = tuple[str, dict[str, str], bytes]  # URL, headers, body
 
@@ -221,6 +222,7 @@ async def bot_process(
         cwd=ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        limit=ANSWER_LIMIT_BYTES,
     )
     try:
         assert process.stdout is not None
