@@ -47,6 +47,7 @@ from tests.provider_doubles.eachlabs import API_KEY
 REQUEST = {"prompt": "a red fox running through snow", "duration_s": 5}
 COST = 40  # 5 s x 8 credits
 SUBMIT_BATCH = 500
+CREATED = "SELECT COUNT(*) FROM jobs WHERE provider_job_id IS NOT NULL"
 
 
 class CountingEachLabs(EachLabsProvider):
@@ -65,19 +66,22 @@ async def count(p: Harness, sql: str) -> int:
 
 
 async def submit(p: Harness, members: list[int]) -> dict[str, Any]:
+    """Submit in batches, each once the one before is created (not thousands of creates at
+    the vendor at once: some would time out)."""
+    made = await count(p, CREATED)
     for start in range(0, len(members), SUBMIT_BATCH):
         batch = members[start : start + SUBMIT_BATCH]
         await asyncio.gather(
             *(p.ledger.issue_to_member(1, u, COST, key=f"bench:seed:{u}") for u in batch)
         )
         await asyncio.gather(*(p.service.submit(member(user_id=u), REQUEST) for u in batch))
+        await created(p, made + start + len(batch))
     return {"submitted": len(members)}
 
 
 async def created(p: Harness, total: int, timeout_s: float = 180.0) -> dict[str, Any]:
     deadline = time.perf_counter() + timeout_s
-    sql = "SELECT COUNT(*) FROM jobs WHERE provider_job_id IS NOT NULL"
-    while (done := await count(p, sql)) < total:
+    while (done := await count(p, CREATED)) < total:
         if time.perf_counter() > deadline:
             raise AssertionError(f"{done} of {total} jobs created within {timeout_s} s")
         await asyncio.sleep(0.1)
