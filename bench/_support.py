@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -30,8 +31,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 from yarl import URL
 
@@ -39,6 +42,10 @@ from tests.provider_doubles.base import FakeJob
 from tests.provider_doubles.eachlabs import EachLabsDouble
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where benchmarks may create and drop PostgreSQL databases (--database-url changes it).
+DEFAULT_SERVER_URL = os.environ.get(
+    "KLINGBOT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def preload_id(n: int) -> str:
@@ -96,6 +103,29 @@ def thread_cpu() -> dict[str, float]:
 def cpu_split(before: dict[str, float], after: dict[str, float]) -> str:
     """ "event loop 1.2 s, sqlite 0.8 s, other 0.0 s" between two `thread_cpu()` readings."""
     return ", ".join(f"{k} {after[k] - before.get(k, 0.0):.2f} s" for k in after)
+
+
+# -- scratch PostgreSQL databases --------------------------------------------------------------
+
+
+async def scratch_database(server_url: str) -> str:
+    """A new, empty database on the server at `server_url`; its URL."""
+    admin = await asyncpg.connect(server_url)
+    name = f"klingbot_bench_{secrets.token_hex(4)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    """Drop the database at `url` (made by `scratch_database`), connected through `server_url`."""
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 # -- the vendor double in its own process ------------------------------------------------------
@@ -234,7 +264,7 @@ async def due_time(started: float, index: int, rate: float | None) -> float:
 async def fire_aiohttp(
     requests: Sequence[tuple[str, dict[str, str], bytes]],
     concurrency: int,
-    warmup_url: str,
+    warmup_urls: Sequence[str],
     rate: float | None = None,
 ) -> LoadResult:
     """`fire_raw` with aiohttp's client: its CPU cost per request is several times higher."""
@@ -243,11 +273,11 @@ async def fire_aiohttp(
     statuses: dict[int, int] = {}
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def warm() -> None:
-            async with session.get(warmup_url) as response:
+        async def warm(url: str) -> None:
+            async with session.get(url) as response:
                 await response.read()
 
-        await asyncio.gather(*(warm() for _ in range(concurrency)))
+        await asyncio.gather(*(warm(warmup_urls[n % len(warmup_urls)]) for n in range(concurrency)))
         work = iter(range(len(requests)))
         started = time.perf_counter()
 
@@ -290,49 +320,63 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+def origin(url: URL) -> tuple[str, int]:
+    return str(url.host), int(url.port or 80)
+
+
 async def fire_raw(
     requests: Sequence[tuple[str, dict[str, str], bytes]],
     concurrency: int,
-    warmup_url: str,
+    warmup_urls: Sequence[str],
     rate: float | None = None,
 ) -> LoadResult:
     """POST every request over `concurrency` keep-alive connections, one request in flight on
     each, with a minimal HTTP/1.1 client on asyncio streams: requests are serialized before the
     clock starts and answers are only framed, so the client costs little per request (aiohttp's
     client saturates its own core well before a bare aiohttp server does). Each connection is
-    opened (one GET of `warmup_url`) before the clock starts.
+    opened (one GET of a warm-up URL) before the clock starts.
+
+    Several servers: the connections are spread evenly over the origins of `warmup_urls`
+    (connection n to origin n mod count), and each request goes over a connection to its own
+    URL's origin, in the order given.
 
     rate None: closed loop, each connection sends its next request as soon as it has an answer
     (throughput at saturation). rate r: open loop, request i is due at start + i/r and is sent on
-    the next free connection; its latency counts from when it was due, so a server that falls
-    behind shows the queueing (no coordinated omission).
+    the next free connection to its server; its latency counts from when it was due, so a server
+    that falls behind shows the queueing (no coordinated omission).
     """
-    warm_url = URL(warmup_url)
+    warm_urls = [URL(u) for u in warmup_urls]
+    origins = [origin(u) for u in warm_urls]
     wire = [http_request("POST", URL(u), h, b) for u, h, b in requests]
-    warm = http_request("GET", warm_url, {}, b"")
+    indices: dict[tuple[str, int], list[int]] = {o: [] for o in origins}
+    for index, (url, _, _) in enumerate(requests):
+        indices[origin(URL(url))].append(index)  # KeyError: a request for no warmed-up server
+    work = {o: iter(i) for o, i in indices.items()}
     latencies: list[float] = [0.0] * len(requests)
     statuses: dict[int, int] = {}
     streams = []
-    for _ in range(concurrency):
-        reader, writer = await asyncio.open_connection(warm_url.host, warm_url.port)
-        writer.write(warm)
-        streams.append((reader, writer))
-    for reader, _ in streams:
+    for n in range(concurrency):
+        warm = warm_urls[n % len(warm_urls)]
+        reader, writer = await asyncio.open_connection(warm.host, warm.port)
+        writer.write(http_request("GET", warm, {}, b""))
+        streams.append((origin(warm), reader, writer))
+    for _, reader, _ in streams:
         await read_response(reader)
-    work = iter(range(len(requests)))
     started = time.perf_counter()
 
-    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for index in work:
+    async def worker(
+        server: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        for index in work[server]:
             due = await due_time(started, index, rate)
             writer.write(wire[index])
             status = await read_response(reader)
             latencies[index] = (time.perf_counter() - due) * 1000
             statuses[status] = statuses.get(status, 0) + 1
 
-    await asyncio.gather(*(worker(r, w) for r, w in streams))
+    await asyncio.gather(*(worker(o, r, w) for o, r, w in streams))
     elapsed = time.perf_counter() - started
-    for _, writer in streams:
+    for _, _, writer in streams:
         writer.close()
     return LoadResult(statuses, latencies, elapsed)
 
@@ -344,7 +388,7 @@ async def load_from_spec(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     requests = [(u, h, b.encode()) for u, h, b in spec["requests"]]
     fire = CLIENTS[spec["client"]]
-    result = await fire(requests, spec["concurrency"], spec["warmup_url"], spec["rate"])
+    result = await fire(requests, spec["concurrency"], spec["warmup_urls"], spec["rate"])
     print(
         json.dumps(
             {
@@ -359,7 +403,7 @@ async def load_from_spec(spec_path: Path) -> None:
 async def load_in_process(
     requests: Sequence[tuple[str, dict[str, str], bytes]],
     concurrency: int,
-    warmup_url: str,
+    warmup_urls: Sequence[str],
     client: str = "raw",
     rate: float | None = None,
 ) -> LoadResult:
@@ -372,7 +416,7 @@ async def load_in_process(
                     "concurrency": concurrency,
                     "client": client,
                     "rate": rate,
-                    "warmup_url": warmup_url,
+                    "warmup_urls": list(warmup_urls),
                     "requests": [(u, h, b.decode()) for u, h, b in requests],
                 }
             )

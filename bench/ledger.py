@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench._support import DEFAULT_SERVER_URL, drop_database, scratch_database
 from storage import AccountRef, Database, Ledger, PostgresDatabase
 
 
@@ -66,24 +64,6 @@ async def ledger_cycles_per_s(path: Path, cycles: int, members: int) -> float:
         report = await ledger.audit()
         assert report.ok, report.render()
         return per_member * members / elapsed
-
-
-async def _scratch_database(server_url: str) -> str:
-    admin = await asyncpg.connect(server_url)
-    name = f"klingbot_bench_{secrets.token_hex(4)}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-
-
-async def _drop(server_url: str, url: str) -> None:
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def pg_baseline_tx_per_s(url: str, transactions: int, workers: int, pool_size: int) -> float:
@@ -135,7 +115,7 @@ async def pg_ledger_cycles_per_s(
 
 async def postgres_section(server_url: str, cycles: int, members: int) -> None:
     pool_size = 10
-    urls = [await _scratch_database(server_url) for _ in range(4)]
+    urls = [await scratch_database(server_url) for _ in range(4)]
     try:
         base = await pg_baseline_tx_per_s(urls[0], cycles, members, pool_size)
         concurrent, retries = await pg_ledger_cycles_per_s(urls[1], cycles, members, pool_size)
@@ -143,7 +123,7 @@ async def postgres_section(server_url: str, cycles: int, members: int) -> None:
         sequential, _ = await pg_ledger_cycles_per_s(urls[3], max(cycles // 4, 200), 1, pool_size)
     finally:
         for url in urls:
-            await _drop(server_url, url)
+            await drop_database(server_url, url)
     print(f"\nPostgreSQL ({pool_size} connections)")
     print(f"baseline  plain asyncpg two-row transactions, {members} workers: {base:8.0f} tx/s")
     print(
@@ -165,9 +145,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(
-            "KLINGBOT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=DEFAULT_SERVER_URL,
         help="a PostgreSQL server where the bench may create and drop databases",
     )
     args = parser.parse_args()

@@ -119,13 +119,17 @@ async def pipeline(
     incident_handlers: Iterable[Callable[[ProviderIncident], Awaitable[None]]] = (),
     port: int | None = None,
     public_url: str | None = None,
+    database: str | None = None,
     **config: Any,
 ) -> AsyncIterator[Harness]:
     """A pipeline on a fresh database; `public` gives it a public URL (webhooks and media links)
-    at its own web server (or `public_url`, a proxy in front of `port`); `start=False` leaves it stopped (call `start` or `open_intake`)."""
+    at its own web server (or `public_url`, a proxy in front of `port`); `start=False` leaves it stopped (call `start` or `open_intake`);
+    `database` (a SQLite path or PostgreSQL URL) shares one database with other processes."""
     clock = clock or OffsetClock()
-    target = str(tmp_path / "pipeline.db")
-    if default_backend() == "postgresql":  # one database per tmp_path, so a restart finds it
+    target = database or str(tmp_path / "pipeline.db")
+    if (
+        database is None and default_backend() == "postgresql"
+    ):  # one database per tmp_path, so a restart finds it
         target = await database_for(tmp_path)
     db = await Database.open(target, clock=clock)
     session = aiohttp.ClientSession()
