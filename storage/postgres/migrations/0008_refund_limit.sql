@@ -13,10 +13,10 @@
 --   * under READ COMMITTED each statement of this function takes a new snapshot, so the key
 --     lookup and the sums below see the first refund (a replay of its key is then let through
 --     to ON CONFLICT DO NOTHING; a second refund is checked against the new total);
---   * under REPEATABLE READ / SERIALIZABLE the snapshot is older than the first refund, but both
---     refunds update the spend account's row (transfers_apply), so the second fails with a
---     serialization failure (40001) and its retry sees the first; SERIALIZABLE also catches the
---     read/write dependency itself.
+--   * under SERIALIZABLE (write functions) the snapshot is older than the first refund, but each
+--     refund read the job's transfers that the other inserts, so one of them fails with a
+--     serialization failure (40001) and its retry sees the other (REPEATABLE READ would not catch
+--     this, since no entry updates the spend account's row any more; nothing runs at that level).
 -- Hash collisions between jobs only make unrelated refunds wait for each other.
 
 CREATE FUNCTION transfers_refund_within_capture() RETURNS trigger LANGUAGE plpgsql AS $$
