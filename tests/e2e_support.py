@@ -4,6 +4,7 @@ the real pipeline and web server on 127.0.0.1, and the `local` provider or a ven
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -169,6 +170,30 @@ async def running_bot(
                 await bot.close()
                 await asyncio.wait_for(task, 15)
                 await settle_discord_py_events()
+
+
+async def ask_video(
+    double: DiscordDouble,
+    prompt: str,
+    *,
+    user_id: int,
+    guild_id: int,
+    channel_id: int,
+    duration: int,
+    timeout_s: float = 30.0,
+) -> str:
+    """/video as `user_id`; the job id the bot's receipt names."""
+    inter = await double.invoke(
+        "video",
+        {"prompt": prompt, "duration": duration},
+        user_id=user_id,
+        guild_id=guild_id,
+        channel_id=channel_id,
+    )
+    receipt = await reply_text(inter, timeout_s=timeout_s)
+    found = re.search(r"job `([0-9a-f]{12})`", receipt)
+    assert found is not None, receipt
+    return found.group(1)
 
 
 async def reply_text(inter: DoubleInteraction, timeout_s: float = 30.0) -> str:

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ from bot.playground.double import DiscordDouble
 from bot.shards import shard_of
 from storage import FINAL_STATES, Database, Job, JobState, JobStore, Ledger, TransferKind
 from tests.backends import create_database, drop_database
-from tests.e2e_support import APP_ID, BOT_ID, OWNER, TOKEN, reply_text
+from tests.e2e_support import APP_ID, BOT_ID, OWNER, TOKEN, ask_video, reply_text
 from tests.provider_doubles.kling import ACCESS_KEY, SECRET_KEY, KlingDouble
 from tests.provider_support import free_port
 from tests.test_cli_bot import clean_env
@@ -256,17 +256,16 @@ def clip_counts(double: DiscordDouble, jobs: dict[str, int]) -> Counter[str]:
 async def video(double: DiscordDouble, member: int, take: int) -> tuple[str, int]:
     """/video as `member` in its guild; the job id from the bot's receipt, and the guild."""
     guild_id = guild_of(member)
-    inter = await double.invoke(
-        "video",
-        {"prompt": f"member {member - MEMBER_BASE} take {take}", "duration": 5},
+    job_id = await ask_video(
+        double,
+        f"member {member - MEMBER_BASE} take {take}",
         user_id=member,
         guild_id=guild_id,
         channel_id=channel_of(guild_id),
+        duration=5,
+        timeout_s=60,
     )
-    receipt = await reply_text(inter, timeout_s=60)
-    found = re.search(r"job `([0-9a-f]{12})`", receipt)
-    assert found is not None, receipt
-    return found.group(1), guild_id
+    return job_id, guild_id
 
 
 async def videos(double: DiscordDouble, asks: list[tuple[int, int]]) -> dict[str, int]:
@@ -278,17 +277,6 @@ async def videos(double: DiscordDouble, asks: list[tuple[int, int]]) -> dict[str
             return await video(double, member, take)
 
     return dict(await asyncio.gather(*(one(member, take) for member, take in asks)))
-
-
-async def polled(check: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str) -> None:
-    """Wait until `check()` holds, looking every 100 ms (other processes' commits signal
-    nothing here)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await check():
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"{what} (not within {timeout_s} s)") from None
 
 
 async def held_by(store: JobStore, owner: str) -> list[Job]:
@@ -404,7 +392,7 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
 
         async def kill_moment(live: int, creating_: int, timeout_s: float) -> None:
             try:
-                await polled(partial(victim_works, live, creating_), timeout_s=timeout_s, what="")
+                await poll(partial(victim_works, live, creating_), timeout_s=timeout_s, what="")
             except AssertionError:
                 raise AssertionError(f"no moment to kill the victim: {dict(seen)}") from None
 
@@ -435,7 +423,7 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
             states = [(await store.get(j)).state for j in jobs]
             return all(s in FINAL_STATES for s in states)
 
-        await polled(all_final, timeout_s=FINISHED_WITHIN_S, what="every job finished")
+        await poll(all_final, timeout_s=FINISHED_WITHIN_S, what="every job finished")
         finished_s = time.monotonic() - began
 
         async def statuses_shown() -> bool:
@@ -456,7 +444,7 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
 
         behind: list[str] = []
         try:
-            await polled(statuses_shown, timeout_s=STATUS_SHOWN_WITHIN_S, what="status edits")
+            await poll(statuses_shown, timeout_s=STATUS_SHOWN_WITHIN_S, what="status edits")
         except AssertionError:
             raise AssertionError(f"a status message is behind its job: {behind}") from None
         codes = [await p.stop() for p in started if p is not victim]

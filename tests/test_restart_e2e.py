@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +18,16 @@ import pytest
 
 from bot.playground.double import DiscordDouble
 from storage import Database, JobState, JobStore, Ledger
-from tests.e2e_support import ALICE, CHANNEL, GUILD, OWNER, TOKEN, make_double, reply_text
+from tests.e2e_support import (
+    ALICE,
+    CHANNEL,
+    GUILD,
+    OWNER,
+    TOKEN,
+    ask_video,
+    make_double,
+    reply_text,
+)
 from tests.provider_doubles.kling import ACCESS_KEY, SECRET_KEY, KlingDouble
 from tests.provider_support import free_port
 from tests.test_cli_bot import clean_env
@@ -148,17 +156,15 @@ async def test_killed_between_acknowledgement_and_create_answer_delivers_once(
             assert "now has 10000 available" in await reply_text(funded, timeout_s=60)
             job_ids: list[str] = []
             for run in range(runs):
-                inter = await bot.double.invoke(
-                    "video",
-                    {"prompt": f"a fox, take {run}", "duration": 3},
+                job_id = await ask_video(
+                    bot.double,
+                    f"a fox, take {run}",
                     user_id=ALICE,
                     guild_id=GUILD,
                     channel_id=CHANNEL,
+                    duration=3,
+                    timeout_s=60,
                 )
-                receipt = await reply_text(inter, timeout_s=60)
-                found = re.search(r"job `([0-9a-f]{12})`", receipt)
-                assert found is not None, receipt
-                job_id = found.group(1)
                 job_ids.append(job_id)
                 await asyncio.sleep(rng.uniform(0.0, 0.5))  # a random moment, not a wait
                 await bot.kill()

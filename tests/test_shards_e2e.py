@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +26,7 @@ import pytest
 from bot.playground.double import DiscordDouble
 from bot.shards import shard_of
 from storage import Database, JobState, JobStore, Ledger
-from tests.e2e_support import ALICE, APP_ID, BOB, BOT_ID, OWNER, TOKEN, reply_text
+from tests.e2e_support import ALICE, APP_ID, BOB, BOT_ID, OWNER, TOKEN, ask_video, reply_text
 from tests.provider_support import free_port
 from tests.test_cli_bot import clean_env
 
@@ -273,17 +272,15 @@ async def test_three_processes_hold_one_shard_each_and_deliver_every_video(
                 for shard in range(COUNT):
                     for member in MEMBERS:
                         guild_id = guild_on(shard)
-                        inter = await double.invoke(
-                            "video",
-                            {"prompt": f"a fox in guild {shard}, take {take}", "duration": 3},
+                        job_id = await ask_video(
+                            double,
+                            f"a fox in guild {shard}, take {take}",
                             user_id=member,
                             guild_id=guild_id,
                             channel_id=channel_of(guild_id),
+                            duration=3,
                         )
-                        receipt = await reply_text(inter, timeout_s=30)
-                        found = re.search(r"job `([0-9a-f]{12})`", receipt)
-                        assert found is not None, receipt
-                        jobs[found.group(1)] = guild_id
+                        jobs[job_id] = guild_id
                         expected_shards.append(shard)
 
             # Each interaction went to the one process holding its guild's shard (and was
