@@ -47,23 +47,29 @@ def baseline_tx_per_s(path: Path, transactions: int) -> float:
 
 async def ledger_cycles_per_s(path: Path, cycles: int, members: int) -> float:
     async with await Database.open(path, durable=True) as db:
-        ledger = Ledger(db)
-        for m in range(members):
-            await ledger.issue_to_member(1, m, 10 * cycles, key=f"seed:{m}")
-        per_member = cycles // members
+        return await cycles_per_s(db, cycles, members)
 
-        async def member_loop(m: int) -> None:
-            payer = AccountRef.member(1, m)
-            for n in range(per_member):
-                hold = await ledger.reserve(key=f"h:{m}:{n}", payer=payer, amount=10)
-                await ledger.capture(hold.id, 8)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(member_loop(m) for m in range(members)))
-        elapsed = time.perf_counter() - started
-        report = await ledger.audit()
-        assert report.ok, report.render()
-        return per_member * members / elapsed
+async def cycles_per_s(db: Database, cycles: int, members: int) -> float:
+    """Reserve+capture cycles per second through `db`'s ledger, `members` at once; the ledger
+    must audit clean afterwards."""
+    ledger = Ledger(db)
+    for m in range(members):
+        await ledger.issue_to_member(1, m, 10 * cycles, key=f"seed:{m}")
+    per_member = cycles // members
+
+    async def member_loop(m: int) -> None:
+        payer = AccountRef.member(1, m)
+        for n in range(per_member):
+            hold = await ledger.reserve(key=f"h:{m}:{n}", payer=payer, amount=10)
+            await ledger.capture(hold.id, 8)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(member_loop(m) for m in range(members)))
+    elapsed = time.perf_counter() - started
+    report = await ledger.audit()
+    assert report.ok, report.render()
+    return per_member * members / elapsed
 
 
 async def pg_baseline_tx_per_s(url: str, transactions: int, workers: int, pool_size: int) -> float:
@@ -93,24 +99,9 @@ async def pg_ledger_cycles_per_s(
     url: str, cycles: int, members: int, pool_size: int
 ) -> tuple[float, int]:
     async with await Database.open(url, write_connections=pool_size) as db:
-        ledger = Ledger(db)
-        for m in range(members):
-            await ledger.issue_to_member(1, m, 10 * cycles, key=f"seed:{m}")
-        per_member = cycles // members
-
-        async def member_loop(m: int) -> None:
-            payer = AccountRef.member(1, m)
-            for n in range(per_member):
-                hold = await ledger.reserve(key=f"h:{m}:{n}", payer=payer, amount=10)
-                await ledger.capture(hold.id, 8)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(member_loop(m) for m in range(members)))
-        elapsed = time.perf_counter() - started
-        report = await ledger.audit()
-        assert report.ok, report.render()
+        rate = await cycles_per_s(db, cycles, members)
         assert isinstance(db, PostgresDatabase)
-        return per_member * members / elapsed, db.retries
+        return rate, db.retries
 
 
 async def postgres_section(server_url: str, cycles: int, members: int) -> None:
