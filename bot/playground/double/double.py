@@ -347,6 +347,22 @@ class DiscordDouble:
 
     # -- interactions --------------------------------------------------------------------------
 
+    def _where_command(
+        self, name: str, guild_id: int | None, channel_id: int | None, user_id: int | None
+    ) -> tuple[Guild, Channel, User, JSON]:
+        """The guild, channel, user (defaults: the first guild, its first channel, its first
+        human member) and the synced command `/name` an interaction would carry."""
+        guild = self._guild_or_default(guild_id)
+        channel = self._channel(channel_id) if channel_id else _first(guild.channels, "channel")
+        user = self._member_user(guild, user_id)
+        command = self.world.commands.find(name, guild.id)
+        if command is None:
+            raise DoubleUsageError(
+                f"/{name} was never synced for guild {guild.id} or globally; "
+                f"synced: {self.world.commands.names(guild.id)}"
+            )
+        return guild, channel, user, command
+
     async def invoke(
         self,
         name: str,
@@ -360,15 +376,7 @@ class DiscordDouble:
         locale: str = "en-US",
     ) -> DoubleInteraction:
         """Run a slash command as a user (defaults: first guild, channel and human member)."""
-        guild = self._guild_or_default(guild_id)
-        channel = self._channel(channel_id) if channel_id else _first(guild.channels, "channel")
-        user = self._member_user(guild, user_id)
-        command = self.world.commands.find(name, guild.id)
-        if command is None:
-            raise DoubleUsageError(
-                f"/{name} was never synced for guild {guild.id} or globally; "
-                f"synced: {self.world.commands.names(guild.id)}"
-            )
+        guild, channel, user, command = self._where_command(name, guild_id, channel_id, user_id)
         data = command_data(
             self.world, command, guild, channel, user, options, sub=sub, group=group
         )
@@ -391,15 +399,7 @@ class DiscordDouble:
         """Type into an autocomplete option: ``options[focused]`` is the text typed so far (the
         others as for :meth:`invoke`, required ones may be missing). The bot answers with
         callback type 8; its ``data["choices"]`` are what a Discord client lists."""
-        guild = self._guild_or_default(guild_id)
-        channel = self._channel(channel_id) if channel_id else _first(guild.channels, "channel")
-        user = self._member_user(guild, user_id)
-        command = self.world.commands.find(name, guild.id)
-        if command is None:
-            raise DoubleUsageError(
-                f"/{name} was never synced for guild {guild.id} or globally; "
-                f"synced: {self.world.commands.names(guild.id)}"
-            )
+        guild, channel, user, command = self._where_command(name, guild_id, channel_id, user_id)
         data = autocomplete_data(
             self.world, command, guild, channel, user, options or {}, focused, sub=sub, group=group
         )
