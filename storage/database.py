@@ -19,17 +19,28 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from storage.clock import Clock
 
-__all__ = ["Database", "Params", "Row", "Tx", "WriteFn"]
+__all__ = ["Database", "Params", "Row", "Tx", "WriteFn", "numbered_migrations"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
+
+
+def numbered_migrations(package: str) -> list[tuple[int, str, str]]:
+    """(version, name, SQL) of the `NNNN_name.sql` files shipped in `package`, in order."""
+    found = []
+    for entry in resources.files(package).iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name[5:-4], entry.read_text(encoding="utf-8")))
+    return sorted(found)
 
 
 class Row(Protocol):

@@ -21,14 +21,13 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
 from storage.clock import Clock, SystemClock
-from storage.database import Database, Params, Row, Tx, WriteFn
+from storage.database import Database, Params, Row, Tx, WriteFn, numbered_migrations
 from storage.errors import DatabaseUnavailable
 
 __all__ = ["SqliteDatabase", "SqliteTx"]
@@ -346,7 +345,7 @@ class SqliteDatabase(Database):
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)"
         )
         applied: list[int] = []
-        for version, name, sql in _migrations():
+        for version, name, sql in numbered_migrations("storage.migrations"):
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 rows = await self._writer.execute_fetchall(
@@ -445,16 +444,6 @@ async def _connect(path: str, busy_timeout_ms: int, durable: bool) -> aiosqlite.
     ):
         await conn.execute_fetchall(pragma)  # run to completion: an open statement holds a lock
     return conn
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    """The numbered `NNNN_name.sql` files shipped in storage/migrations, in order."""
-    found = []
-    for entry in resources.files("storage.migrations").iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            found.append((int(name[:4]), name[5:-4], entry.read_text(encoding="utf-8")))
-    return sorted(found)
 
 
 def split_statements(sql: str) -> Iterable[str]:

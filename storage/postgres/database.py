@@ -25,7 +25,6 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -33,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from storage.clock import Clock, SystemClock
-from storage.database import Database, Params, Row, Tx, WriteFn
+from storage.database import Database, Params, Row, Tx, WriteFn, numbered_migrations
 from storage.errors import ConstraintRefused, DatabaseUnavailable
 from storage.postgres.sql import integrity_message, to_postgres
 
@@ -349,7 +348,7 @@ class PostgresDatabase(Database):
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
                     " version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)"
                 )
-                for version, name, sql in migrations():
+                for version, name, sql in numbered_migrations("storage.postgres.migrations"):
                     async with conn.transaction():
                         done = await conn.fetchval(
                             "SELECT 1 FROM schema_migrations WHERE version = $1", version
@@ -404,13 +403,3 @@ async def _pool(url: str, size: int, timeout_s: float) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    """The numbered `NNNN_name.sql` files shipped in storage/postgres/migrations, in order."""
-    found = []
-    for entry in resources.files("storage.postgres.migrations").iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            found.append((int(name[:4]), name[5:-4], entry.read_text(encoding="utf-8")))
-    return sorted(found)
