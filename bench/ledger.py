@@ -9,7 +9,11 @@ at a time for reference.
 PostgreSQL (unless --no-postgres; the server at --database-url, default the local one; the bench
 creates and drops its own databases). Baseline: plain asyncpg two-row transactions (BEGIN, two
 INSERTs, COMMIT) from as many concurrent workers over a pool of the same size. The ledger: the same
-reserve+capture cycles through storage's PostgreSQL backend (SERIALIZABLE, triggers, row locks).
+reserve+capture cycles through storage's PostgreSQL backend (triggers, row locks; holds and
+captures made at the same time share one statement and one commit, storage/batching.py). For
+reference, also the cycles made inside callers' own transactions (each reserve and each capture
+in a `db.write`, SERIALIZABLE), as the bot's intake and settlement make them: those are not
+shared.
 
     python -m bench.ledger [--cycles 4000] [--members 64] [--no-postgres] [--database-url URL]
 """
@@ -26,7 +30,7 @@ from pathlib import Path
 import asyncpg
 
 from bench._support import DEFAULT_SERVER_URL, drop_database, scratch_database
-from storage import AccountRef, Database, Ledger, PostgresDatabase
+from storage import AccountRef, Database, Ledger, PostgresDatabase, Transfer, Tx
 
 
 def baseline_tx_per_s(path: Path, transactions: int) -> float:
@@ -50,19 +54,37 @@ async def ledger_cycles_per_s(path: Path, cycles: int, members: int) -> float:
         return await cycles_per_s(db, cycles, members)
 
 
-async def cycles_per_s(db: Database, cycles: int, members: int) -> float:
-    """Reserve+capture cycles per second through `db`'s ledger, `members` at once; the ledger
-    must audit clean afterwards."""
+async def cycles_per_s(
+    db: Database, cycles: int, members: int, *, in_transactions: bool = False
+) -> float:
+    """Reserve+capture cycles per second through `db`'s ledger, `members` at once (each reserve
+    and capture in a write function of its own if `in_transactions`); the ledger must audit
+    clean afterwards."""
     ledger = Ledger(db)
     for m in range(members):
         await ledger.issue_to_member(1, m, 10 * cycles, key=f"seed:{m}")
     per_member = cycles // members
 
+    async def cycle(payer: AccountRef, key: str) -> None:
+        if not in_transactions:
+            hold = await ledger.reserve(key=key, payer=payer, amount=10)
+            await ledger.capture(hold.id, 8)
+            return
+
+        async def reserve(tx: Tx) -> Transfer:
+            return await ledger.reserve(key=key, payer=payer, amount=10, tx=tx)
+
+        hold = await db.write(reserve)
+
+        async def capture(tx: Tx) -> Transfer:
+            return await ledger.capture(hold.id, 8, tx=tx)
+
+        await db.write(capture)
+
     async def member_loop(m: int) -> None:
         payer = AccountRef.member(1, m)
         for n in range(per_member):
-            hold = await ledger.reserve(key=f"h:{m}:{n}", payer=payer, amount=10)
-            await ledger.capture(hold.id, 8)
+            await cycle(payer, f"h:{m}:{n}")
 
     started = time.perf_counter()
     await asyncio.gather(*(member_loop(m) for m in range(members)))
@@ -96,22 +118,25 @@ async def pg_baseline_tx_per_s(url: str, transactions: int, workers: int, pool_s
 
 
 async def pg_ledger_cycles_per_s(
-    url: str, cycles: int, members: int, pool_size: int
+    url: str, cycles: int, members: int, pool_size: int, *, in_transactions: bool = False
 ) -> tuple[float, int]:
     async with await Database.open(url, write_connections=pool_size) as db:
-        rate = await cycles_per_s(db, cycles, members)
+        rate = await cycles_per_s(db, cycles, members, in_transactions=in_transactions)
         assert isinstance(db, PostgresDatabase)
         return rate, db.retries
 
 
 async def postgres_section(server_url: str, cycles: int, members: int) -> None:
     pool_size = 10
-    urls = [await scratch_database(server_url) for _ in range(4)]
+    urls = [await scratch_database(server_url) for _ in range(5)]
     try:
         base = await pg_baseline_tx_per_s(urls[0], cycles, members, pool_size)
         concurrent, retries = await pg_ledger_cycles_per_s(urls[1], cycles, members, pool_size)
         base_one = await pg_baseline_tx_per_s(urls[2], max(cycles // 4, 200), 1, pool_size)
         sequential, _ = await pg_ledger_cycles_per_s(urls[3], max(cycles // 4, 200), 1, pool_size)
+        in_tx, in_tx_retries = await pg_ledger_cycles_per_s(
+            urls[4], cycles, members, pool_size, in_transactions=True
+        )
     finally:
         for url in urls:
             await drop_database(server_url, url)
@@ -126,6 +151,11 @@ async def postgres_section(server_url: str, cycles: int, members: int) -> None:
     print(
         f"ratio     ledger cycles/s / baseline tx/s = {concurrent / base:.2f} (concurrent),"
         f" {sequential / base_one:.2f} (sequential); target >= 0.5"
+    )
+    print(
+        f"reference reserve+capture inside callers' transactions (not shared), {members} members"
+        f" at once: {in_tx:8.0f} cycles/s ({in_tx_retries} re-run), {in_tx / base:.2f} of the"
+        " baseline"
     )
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from storage.batching import RowsStatement
 from storage.database import Database, Row, Tx
 from storage.errors import (
     INTEGRITY_ERRORS,
@@ -218,6 +219,25 @@ _INSERT_COLUMNS = (
     "idempotency_key, kind, debit_account_id, credit_account_id, amount, pending_id, reason,"
     " guild_id, user_id, actor_id, job_id, memo, created_at_ms"
 )
+_ON_CONFLICT_RETURNING = " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
+# A hold: (key, payer kind, guild, user, spend kind, guild, user, amount, reason, guild, user,
+# job, memo, at).
+_HOLD_HEAD = f"INSERT INTO transfers ({_INSERT_COLUMNS}) VALUES "
+_HOLD_ROW = f"(?, 'pending', {_ACCOUNT_ID}, {_ACCOUNT_ID}, ?, NULL, ?, ?, ?, 0, ?, ?, ?)"
+# A hold's resolution: (key, kind, amount or NULL for all, reason, at, hold id). VALUES columns
+# are column1..column6 in both SQLite and PostgreSQL; the amount is cast so that a batch of
+# NULLs still has a type.
+_RESOLUTION_HEAD = (
+    f"INSERT INTO transfers ({_INSERT_COLUMNS})"
+    " SELECT v.column1, v.column2, p.debit_account_id, p.credit_account_id,"
+    "  CASE WHEN v.column2 = 'post' THEN COALESCE(v.column3, p.amount) ELSE p.amount END,"
+    "  p.id, v.column4, p.guild_id, p.user_id, 0, p.job_id, NULL, v.column5"
+    " FROM (VALUES "
+)
+_RESOLUTION_ROW = "(?, ?, CAST(? AS BIGINT), ?, ?, ?)"
+_RESOLUTION_TAIL = (
+    ") AS v, transfers AS p WHERE p.id = v.column6 AND p.kind = 'pending'" + _ON_CONFLICT_RETURNING
+)
 
 
 class Ledger:
@@ -225,6 +245,29 @@ class Ledger:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Holds and resolutions made at the same time share one statement and one commit.
+        self._holds = RowsStatement(
+            db,
+            _HOLD_HEAD,
+            _HOLD_ROW,
+            _ON_CONFLICT_RETURNING,
+            key_column="idempotency_key",
+            refusals=INTEGRITY_ERRORS,
+        )
+        self._resolutions = RowsStatement(
+            db,
+            _RESOLUTION_HEAD,
+            _RESOLUTION_ROW,
+            _RESOLUTION_TAIL,
+            key_column="idempotency_key",
+            refusals=INTEGRITY_ERRORS,
+        )
+
+    @property
+    def movement_statements(self) -> int:
+        """Statements written for holds and resolutions made outside a caller's transaction
+        (several made at once share one; for tests and benchmarks)."""
+        return self._holds.batches + self._resolutions.batches
 
     # -- one-phase movements -------------------------------------------------------------------
 
@@ -413,16 +456,12 @@ class Ledger:
         memo: str | None = None,
         tx: Tx | None = None,
     ) -> Transfer:
-        """Hold `amount` on `payer` (a member or pool) for a job; one statement."""
+        """Hold `amount` on `payer` (a member or pool) for a job; one statement (shared with
+        the holds made at the same time, unless it joins the caller's transaction `tx`)."""
         _require_positive(amount)
         if payer.is_system:
             raise InvalidMovement("Holds are taken from members or pools only.")
         user_id = user_id or payer.user_id
-        sql = (
-            f"INSERT INTO transfers ({_INSERT_COLUMNS})"
-            f" VALUES (?, 'pending', {_ACCOUNT_ID}, {_ACCOUNT_ID}, ?, NULL, ?, ?, ?, 0, ?, ?, ?)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
-        )
         params = (
             key,
             *_ref_params(payer),
@@ -442,7 +481,18 @@ class Ledger:
             "user_id": user_id,
             "job_id": job_id,
         }
-        return await self._insert_statement(sql, params, key, expected, amount, payer, tx)
+        try:
+            if tx is None:
+                rows = await self._holds.write(params)
+            else:
+                rows = await tx.fetchall(self._holds.sql(1), params)
+        except INTEGRITY_ERRORS as error:
+            if tx is None and await self._by_key(key, None) is not None:
+                # Refused, but a hold with this key was made meanwhile (the same request
+                # twice at once): a replay if it is the same hold, else a conflict.
+                return await self._first_or_replay([], key, expected, None)
+            raise await self._movement_error(error, key, amount, payer) from error
+        return await self._first_or_replay(rows, key, expected, tx)
 
     async def capture(
         self,
@@ -479,17 +529,12 @@ class Ledger:
         tx: Tx | None,
     ) -> Transfer:
         key = key or f"{kind.value}:{hold_id}"
-        sql = (
-            f"INSERT INTO transfers ({_INSERT_COLUMNS})"
-            " SELECT ?, ?, p.debit_account_id, p.credit_account_id,"
-            "  CASE WHEN ? = 'post' THEN COALESCE(?, p.amount) ELSE p.amount END,"
-            "  p.id, ?, p.guild_id, p.user_id, 0, p.job_id, NULL, ?"
-            " FROM transfers AS p WHERE p.id = ? AND p.kind = 'pending'"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
-        )
-        params = (key, kind.value, kind.value, amount, reason, self._db.clock.now_ms(), hold_id)
+        params = (key, kind.value, amount, reason, self._db.clock.now_ms(), hold_id)
         try:
-            rows = await (tx.fetchall(sql, params) if tx else self._db.write_statement(sql, params))
+            if tx is None:
+                rows = await self._resolutions.write(params)
+            else:
+                rows = await tx.fetchall(self._resolutions.sql(1), params)
         except INTEGRITY_ERRORS as error:
             raise await self._resolution_error(error, hold_id) from error
         if rows:
@@ -513,27 +558,6 @@ class Ledger:
         return InvalidMovement(f"The ledger refused this movement: {text}.")
 
     # -- shared insert path --------------------------------------------------------------------
-
-    async def _insert_statement(
-        self,
-        sql: str,
-        params: tuple[Any, ...],
-        key: str,
-        expected: dict[str, Any],
-        amount: int,
-        debit: AccountRef,
-        tx: Tx | None,
-    ) -> Transfer:
-        async def run(t: Tx) -> list[Row]:
-            return await t.fetchall(sql, params)
-
-        if tx is None:
-            try:
-                rows = await self._db.write_statement(sql, params)
-            except INTEGRITY_ERRORS as error:
-                raise await self._movement_error(error, key, amount, debit) from error
-            return await self._first_or_replay(rows, key, expected, None)
-        return await self._insert(run, key, expected, amount, debit, (debit,), tx)
 
     async def _insert(
         self,
