@@ -5,15 +5,17 @@ stops renewing loses its jobs to another, which finishes them."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
-from storage import Job, JobState
+from storage import Job, JobState, Leases, OffsetClock, WorkedJobs
 from tests.pipeline_support import ProviderFactory, member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 from tests.waits import until_stored
@@ -91,3 +93,42 @@ async def test_a_process_that_stops_renewing_loses_its_jobs_to_another(tmp_path:
             assert [job_id for job_id, _ in b.sink.deliveries] == [job.id]
             assert len(await b.captures(job.id)) == 1
             assert len(double.jobs) == 1, "taken over, not created again"
+
+
+async def test_a_process_whose_renewal_comes_back_late_forgets_the_jobs_it_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal that lands more than a lease after the one before: some leases may have lapsed
+    to other processes, so the keeper stops trusting what it thought it held (a webhook for such a
+    job then goes to its owner through the database, not to this process's own tracker)."""
+    clock = OffsetClock()
+    quiet: dict[str, Any] = {"poll_initial_s": 3600.0, "poll_max_s": 3600.0, "lease_s": 30.0}
+    async with EachLabsDouble() as double:
+        double.default_script = ["processing"]
+        async with pipeline(
+            tmp_path,
+            eachlabs(double),
+            default_provider="eachlabs",
+            process_id="A",
+            clock=clock,
+            start=False,
+            **quiet,
+        ) as a:
+
+            async def beats_only_when_told() -> None:
+                await asyncio.Event().wait()
+
+            keeper = a.service.leases
+            monkeypatch.setattr(keeper, "run", beats_only_when_told)
+            await a.service.start()
+            await a.ledger.issue_to_member(1, 7, 100, key="seed")
+            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+            await a.wait_for_state(job.id, JobState.SUBMITTED, JobState.RUNNING)
+            await keeper.beat()
+            assert keeper.holds(job.id)
+            clock.advance(seconds=31)  # A stalled for longer than its lease
+            other = Leases(a.db, WorkedJobs(late_grace_ms=3_600_000))
+            assert await other.take_over("B", 30_000) == [job.id]
+            await keeper.beat()  # came back late
+            assert not keeper.holds(job.id), "A still thinks it holds B's job"
+            assert (await a.service.jobs.get(job.id)).lease_owner == "B"
