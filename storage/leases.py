@@ -14,7 +14,10 @@ Every lease write reads the clock inside its transaction, once the database lets
 write that waited (SQLite's file lock, a busy server) neither grants a lease that lapsed while it
 waited nor counts the wait as lease time. A renewal renews only leases that have not lapsed (a
 lapsed one may be another process's to take; its owner must take it again like anyone else), and
-never shortens one.
+never shortens one. Before a step that must happen once (posting a clip), its owner `fence`s the
+job: one conditional statement that it still holds a live lease on a job in the expected state,
+extending it to cover the step. What records the step's outcome is conditional on the owner too
+(JobStore.transition / update `held_by`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database, Tx
+from storage.jobs import JobState
 
 __all__ = ["POKE_CHANNEL", "Leases", "WorkedJobs"]
 
@@ -144,14 +148,23 @@ class Leases:
 
         return await self._db.write(run)
 
-    async def hold(self, job_id: str, owner: str, lease_ms: int) -> bool:
-        """Renew one lease, to `lease_ms` from now, if `owner` still holds it (before a step that
-        must not run twice)."""
+    async def fence(
+        self, job_id: str, owner: str, lease_ms: int, states: Collection[JobState]
+    ) -> bool:
+        """Before a step that must happen once (posting a clip): whether `owner` still holds a
+        live lease on the job and the job is in one of `states`, in one conditional statement
+        that also extends the lease to at least `lease_ms` from now, long enough for the step.
+        False: another process took the job over, or the lease lapsed (this process stalled;
+        whoever takes the job next finishes it), or the job moved on (it was delivered)."""
+        marks = ",".join("?" for _ in states) or "NULL"
 
         async def run(tx: Tx) -> bool:
+            now = self._db.clock.now_ms()
             row = await tx.fetchone(
-                "UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND lease_owner = ? RETURNING 1",
-                (self._db.clock.now_ms() + lease_ms, job_id, owner),
+                f"UPDATE jobs SET lease_until_ms = {self._greatest}(lease_until_ms, ?)"
+                " WHERE id = ? AND lease_owner = ? AND lease_until_ms >= ?"
+                f" AND state IN ({marks}) RETURNING 1",
+                (now + lease_ms, job_id, owner, now, *(s.value for s in states)),
             )
             return row is not None
 

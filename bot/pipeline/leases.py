@@ -13,7 +13,9 @@ A process can stall (its renewal waits on SQLite's file lock or an unreachable s
 pause) past its leases. A renewal renews only the leases that are still live, so a lapsed lease
 is lost for good: another process (or this one) must take the job again. A renewal that fails,
 or comes back more than a lease after the previous one began, makes the keeper forget which jobs
-it holds; from then on the database alone says.
+it holds; from then on the database alone says. A step that must happen once (posting a clip)
+runs only after `fence`: the database confirms, in one conditional statement, that this process
+still holds a live lease on the job, and extends it to cover the step's timeout.
 
 A process's id is `PipelineConfig.process_id` (KLINGBOT_PROCESS_ID), by default
 `host:pid:random`. A lease held by an id of that form on this host whose process is gone (or by
@@ -28,11 +30,12 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Collection
 
 from bot.pipeline.events import EventBus, JobEvent
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.waiting import Tally, wait_event
-from storage import Clock, Job, Leases
+from storage import Clock, Job, JobState, Leases
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +194,18 @@ class LeaseKeeper:
         self._held.discard(job.id)
         return owner is None  # not a job that needs a lease (queued, final): as before
 
-    async def hold(self, job_id: str) -> bool:
-        """Renew `job_id`'s lease before a step that must not run twice (a delivery); False if
-        another process has taken the job over."""
-        if await self._leases.hold(job_id, self.owner, self._lease_ms):
+    async def fence(self, job_id: str, step_s: float, states: Collection[JobState]) -> bool:
+        """Before a step that must happen once (posting a clip), bounded by `step_s`: whether
+        this process still holds a live lease on `job_id` in one of `states`, the lease then
+        extended to `step_s` plus a lease time from now (the margin: the outcome is recorded
+        after the step). False (logged at info) if it lost the job: another process took it
+        over, its lease lapsed while this process stalled, or it moved on; the job is left to
+        whoever holds it."""
+        step_ms = int(step_s * 1000) + self._lease_ms
+        if await self._leases.fence(job_id, self.owner, step_ms, states):
             return True
         self._held.discard(job_id)
-        log.warning("job %s was taken over by another process; leaving it to that one", job_id)
+        log.info("job %s: this process no longer holds its lease; leaving it", job_id)
         return False
 
     async def route(self, job_id: str) -> None:
