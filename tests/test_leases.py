@@ -248,7 +248,12 @@ async def test_a_process_whose_renewal_comes_back_late_forgets_the_jobs_it_held(
             await a.service.start()
             await a.ledger.issue_to_member(1, 7, 100, key="seed")
             job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
-            await a.wait_for_state(job.id, JobState.SUBMITTED, JobState.RUNNING)
+
+            async def created() -> Job | None:  # then A writes nothing more (no poll is due)
+                found = await a.service.jobs.get(job.id)
+                return found if found.provider_job_id else None
+
+            await until_stored(a.db, created, timeout_s=20, what="created")
             await keeper.beat()
             assert keeper.holds(job.id)
             clock.advance(seconds=31)  # A stalled for longer than its lease
