@@ -197,6 +197,8 @@ async def check_outcomes(jobs: JobStore, ledger: Ledger, job_ids: list[str], out
         assert job.state is JobState.DELIVERED, f"{job_id} is {job.state.value}"
         posts = [t.amount for t in await ledger.transfers_for_job(job_id) if t.kind == "post"]
         assert posts == [job.cost], f"{job_id} captured {posts}"
-    counted = Counter(job_id for job_id, _ in deliveries(out))
-    assert counted == Counter(job_ids), "a job delivered twice or never"
+    posted = deliveries(out)
+    counted = Counter(job_id for job_id, _ in posted)
+    wrong = {j: [by for i, by in posted if i == j] for j in job_ids if counted[j] != 1}
+    assert not wrong, f"jobs delivered twice or never (by): {wrong}"
     assert (await ledger.audit()).ok
