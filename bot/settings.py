@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     poll_concurrency: int = Field(default=16, ge=1, le=1000)
     http_timeout_s: float = Field(default=30.0, gt=0)
     download_timeout_s: float = Field(default=600.0, gt=0)
+    # one post of a clip to Discord; the job's lease is extended to cover it (bot.pipeline.leases)
+    upload_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     download_max_mb: int = Field(default=500, ge=1)
     webhook_max_body_kb: int = Field(default=1024, ge=1)
     webhook_tolerance_s: int = Field(default=300, ge=1)

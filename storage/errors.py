@@ -13,7 +13,8 @@ StorageError
 │   └── InvalidMovement      a movement the ledger refuses for another reason
 └── JobError
     ├── JobNotFound
-    └── IllegalTransition    a job state change the job model does not allow
+    ├── IllegalTransition    a job state change the job model does not allow
+    └── LeaseLost            this process no longer holds the job's lease (storage.leases)
 """
 
 from __future__ import annotations
@@ -100,3 +101,12 @@ class IllegalTransition(JobError):
         self.from_state = from_state
         self.to_state = to_state
         super().__init__(f"Job {job_id} cannot go from {from_state} to {to_state}.")
+
+
+class LeaseLost(JobError):
+    """A write or step conditional on the job's lease found another process holding it (or, for
+    a fence, the lease lapsed or the job moved on): the process that holds it finishes it."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"This process no longer holds the lease of job {job_id}.")

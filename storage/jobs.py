@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from storage.database import Database, Row, Tx
-from storage.errors import IllegalTransition, JobNotFound
+from storage.errors import IllegalTransition, JobNotFound, LeaseLost
 from storage.seen_deliveries import SeenDeliveries
 from storage.webhook_targets import WebhookTarget, WebhookTargets
 
@@ -283,13 +283,16 @@ class JobStore:
         *,
         from_states: frozenset[JobState] | None = None,
         detail: str | None = None,
+        held_by: str | None = None,
         tx: Tx | None = None,
         **changes: Any,
     ) -> Job:
         """Move a job to `to_state` (and set `changes`) if its current state allows it.
 
         Raises IllegalTransition (or JobNotFound) otherwise. `from_states` narrows the allowed
-        sources further, for callers that expect a specific state.
+        sources further, for callers that expect a specific state. With `held_by`, only if that
+        process holds the job's lease (LeaseLost otherwise): an outcome is recorded by the lease
+        owner alone.
         """
         allowed = (
             sources_of(to_state) if from_states is None else from_states & sources_of(to_state)
@@ -299,16 +302,29 @@ class JobStore:
         assignments = ", ".join(f"{name} = ?" for name in changes)
         placeholders = ",".join("?" for _ in allowed) or "NULL"
 
+        lease, lease_params = ("", ()) if held_by is None else (" AND lease_owner = ?", (held_by,))
+
         async def run(t: Tx) -> Job:
-            current = await t.fetchone("SELECT state FROM jobs WHERE id = ?", (job_id,))
+            current = await t.fetchone(
+                "SELECT state, lease_owner FROM jobs WHERE id = ?", (job_id,)
+            )
             if current is None:
                 raise JobNotFound(job_id)
             row = await t.fetchone(
                 f"UPDATE jobs SET state = ?, updated_at_ms = ?{', ' if changes else ''}{assignments}"
-                f" WHERE id = ? AND state IN ({placeholders}) RETURNING *",
-                (to_state.value, now, *changes.values(), job_id, *(s.value for s in allowed)),
+                f" WHERE id = ? AND state IN ({placeholders}){lease} RETURNING *",
+                (
+                    to_state.value,
+                    now,
+                    *changes.values(),
+                    job_id,
+                    *(s.value for s in allowed),
+                    *lease_params,
+                ),
             )
             if row is None:
+                if held_by is not None and current["lease_owner"] != held_by:
+                    raise LeaseLost(job_id)
                 raise IllegalTransition(job_id, current["state"], to_state.value)
             await _event(t, job_id, now, current["state"], to_state, detail)
             job = Job.from_row(row)
@@ -318,18 +334,24 @@ class JobStore:
 
         return await (run(tx) if tx is not None else self._db.write(run))
 
-    async def update(self, job_id: str, *, tx: Tx | None = None, **changes: Any) -> Job:
-        """Set non-state fields of a job."""
+    async def update(
+        self, job_id: str, *, held_by: str | None = None, tx: Tx | None = None, **changes: Any
+    ) -> Job:
+        """Set non-state fields of a job; with `held_by`, only if that process holds the job's
+        lease (LeaseLost otherwise, a missing job included)."""
         changes = _columns(changes)
         assignments = ", ".join(f"{name} = ?" for name in changes)
+        lease = "" if held_by is None else " AND lease_owner = ?"
         sql = (
             f"UPDATE jobs SET updated_at_ms = ?{', ' if changes else ''}{assignments}"
-            " WHERE id = ? RETURNING *"
+            f" WHERE id = ?{lease} RETURNING *"
         )
         params = (self._db.clock.now_ms(), *changes.values(), job_id)
+        if held_by is not None:
+            params = (*params, held_by)
         rows = await (tx.fetchall(sql, params) if tx else self._db.write_statement(sql, params))
         if not rows:
-            raise JobNotFound(job_id)
+            raise JobNotFound(job_id) if held_by is None else LeaseLost(job_id)
         job = Job.from_row(rows[0])
         if _TARGET_FIELDS & changes.keys():
             if tx is None:

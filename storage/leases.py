@@ -9,6 +9,15 @@ at a job (`ask_owner`, a webhook it received); the owner finds the request at it
 
 Leases are claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite every write
 transaction is exclusive (BEGIN IMMEDIATE), so plain SQL is already atomic across processes.
+
+Every lease write reads the clock inside its transaction, once the database lets it write: a
+write that waited (SQLite's file lock, a busy server) neither grants a lease that lapsed while it
+waited nor counts the wait as lease time. A renewal renews only leases that have not lapsed (a
+lapsed one may be another process's to take; its owner must take it again like anyone else), and
+never shortens one. Before a step that must happen once (posting a clip), its owner `fence`s the
+job: one conditional statement that it still holds a live lease on a job in the expected state,
+extending it to cover the step. What records the step's outcome is conditional on the owner too
+(JobStore.transition / update `held_by`).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database, Tx
+from storage.jobs import JobState
 
 __all__ = ["POKE_CHANNEL", "Leases", "WorkedJobs"]
 
@@ -47,16 +57,20 @@ class Leases:
     def __init__(self, db: Database, worked: WorkedJobs) -> None:
         self._db = db
         self._worked = worked
+        # SQLite's two-argument MAX is PostgreSQL's GREATEST.
+        self._greatest = "GREATEST" if db.dialect == "postgresql" else "MAX"
 
-    async def heartbeat(self, owner: str, until_ms: int) -> tuple[int, list[str]]:
-        """Renew every lease `owner` holds to `until_ms`; return how many, and the jobs another
-        process asked it to look at (the requests are cleared)."""
-        now = self._db.clock.now_ms()
+    async def heartbeat(self, owner: str, lease_ms: int) -> tuple[int, list[str]]:
+        """Renew every live lease `owner` holds to `lease_ms` from now (one that lapsed stays
+        lapsed; a longer one, a fence's, is kept); return how many, and the jobs another process
+        asked it to look at (the requests are cleared)."""
 
         async def run(tx: Tx) -> tuple[int, list[str]]:
+            now = self._db.clock.now_ms()
             renewed = await tx.execute(
-                f"UPDATE jobs SET lease_until_ms = ? WHERE lease_owner = ? AND {WORKED}",
-                (until_ms, owner, *self._worked.params(now)),
+                f"UPDATE jobs SET lease_until_ms = {self._greatest}(lease_until_ms, ?)"
+                f" WHERE lease_owner = ? AND lease_until_ms >= ? AND {WORKED}",
+                (now + lease_ms, owner, now, *self._worked.params(now)),
             )
             poked = await tx.fetchall(
                 "UPDATE jobs SET lease_poke = 0 WHERE lease_owner = ? AND lease_poke = 1"
@@ -80,44 +94,49 @@ class Leases:
     async def take_over(
         self,
         owner: str,
-        until_ms: int,
+        lease_ms: int,
         *,
         dead: Collection[str] = (),
         own: bool = False,
         limit: int = 1000,
     ) -> list[str]:
-        """Lease to `owner` up to `limit` worked jobs that have no live lease (none, lapsed, or
-        held by one of `dead`; with `own`, also those `owner` holds already: a restart under the
-        same id); return their ids."""
-        now = self._db.clock.now_ms()
-        free = ["lease_owner IS NULL", "lease_until_ms < ?"]
-        params: list[Any] = [now]
-        if own:
-            free.append("lease_owner = ?")
-            params.append(owner)
-        if dead:
-            free.append(f"lease_owner IN ({','.join('?' for _ in dead)})")
-            params.extend(dead)
+        """Lease to `owner`, for `lease_ms` from now, up to `limit` worked jobs that have no live
+        lease (none, lapsed, or held by one of `dead`; with `own`, also those `owner` holds
+        already: a restart under the same id); return their ids."""
         lock = " FOR UPDATE SKIP LOCKED" if self._db.dialect == "postgresql" else ""
-        rows = await self._db.write_statement(
-            "UPDATE jobs SET lease_owner = ?, lease_until_ms = ?, lease_poke = 0 WHERE id IN"
-            f" (SELECT id FROM jobs WHERE {WORKED} AND ({' OR '.join(free)})"
-            f" ORDER BY updated_at_ms LIMIT ?{lock}) RETURNING id",
-            (owner, until_ms, *self._worked.params(now), *params, limit),
-        )
-        return [row["id"] for row in rows]
 
-    async def take(self, job_id: str, owner: str, until_ms: int) -> str | None:
-        """Lease one job to `owner` if it is worked and its lease is free, lapsed or `owner`'s
-        already; return its lease owner afterwards (None: not a worked job)."""
-        now = self._db.clock.now_ms()
+        async def run(tx: Tx) -> list[str]:
+            now = self._db.clock.now_ms()
+            free = ["lease_owner IS NULL", "lease_until_ms < ?"]
+            params: list[Any] = [now]
+            if own:
+                free.append("lease_owner = ?")
+                params.append(owner)
+            if dead:
+                free.append(f"lease_owner IN ({','.join('?' for _ in dead)})")
+                params.extend(dead)
+            rows = await tx.fetchall(
+                "UPDATE jobs SET lease_owner = ?, lease_until_ms = ?, lease_poke = 0 WHERE id IN"
+                f" (SELECT id FROM jobs WHERE {WORKED} AND ({' OR '.join(free)})"
+                f" ORDER BY updated_at_ms LIMIT ?{lock}) RETURNING id",
+                (owner, now + lease_ms, *self._worked.params(now), *params, limit),
+            )
+            return [row["id"] for row in rows]
+
+        return await self._db.write(run)
+
+    async def take(self, job_id: str, owner: str, lease_ms: int) -> str | None:
+        """Lease one job to `owner`, for `lease_ms` from now, if it is worked and its lease is
+        free, lapsed or `owner`'s already; return its lease owner afterwards (None: not a
+        worked job)."""
 
         async def run(tx: Tx) -> str | None:
+            now = self._db.clock.now_ms()
             taken = await tx.fetchone(
                 "UPDATE jobs SET lease_owner = ?, lease_until_ms = ? WHERE id = ?"
                 f" AND {WORKED} AND (lease_owner IS NULL OR lease_owner = ? OR lease_until_ms < ?)"
                 " RETURNING lease_owner",
-                (owner, until_ms, job_id, *self._worked.params(now), owner, now),
+                (owner, now + lease_ms, job_id, *self._worked.params(now), owner, now),
             )
             if taken is not None:
                 return str(taken["lease_owner"])
@@ -129,13 +148,27 @@ class Leases:
 
         return await self._db.write(run)
 
-    async def hold(self, job_id: str, owner: str, until_ms: int) -> bool:
-        """Renew one lease if `owner` still holds it (before a step that must not run twice)."""
-        rows = await self._db.write_statement(
-            "UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND lease_owner = ? RETURNING 1",
-            (until_ms, job_id, owner),
-        )
-        return bool(rows)
+    async def fence(
+        self, job_id: str, owner: str, lease_ms: int, states: Collection[JobState]
+    ) -> bool:
+        """Before a step that must happen once (posting a clip): whether `owner` still holds a
+        live lease on the job and the job is in one of `states`, in one conditional statement
+        that also extends the lease to at least `lease_ms` from now, long enough for the step.
+        False: another process took the job over, or the lease lapsed (this process stalled;
+        whoever takes the job next finishes it), or the job moved on (it was delivered)."""
+        marks = ",".join("?" for _ in states) or "NULL"
+
+        async def run(tx: Tx) -> bool:
+            now = self._db.clock.now_ms()
+            row = await tx.fetchone(
+                f"UPDATE jobs SET lease_until_ms = {self._greatest}(lease_until_ms, ?)"
+                " WHERE id = ? AND lease_owner = ? AND lease_until_ms >= ?"
+                f" AND state IN ({marks}) RETURNING 1",
+                (now + lease_ms, job_id, owner, now, *(s.value for s in states)),
+            )
+            return row is not None
+
+        return await self._db.write(run)
 
     async def ask_owner(self, job_id: str) -> None:
         """Ask the process holding the job's lease to look at it at its next heartbeat; on

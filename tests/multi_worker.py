@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 from pydantic import SecretStr
 
-from bot.pipeline import Delivered, MediaStore, Pipeline, PipelineConfig
+from bot.pipeline import Delivered, Fence, MediaStore, Pipeline, PipelineConfig
 from bot.pricing import PriceTable
 from bot.providers import ProviderHttp
 from bot.providers.kling import KlingProvider
@@ -37,14 +37,15 @@ class LoggedSink:
         self.out_dir = out_dir
         self.process_id = process_id
 
-    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
-        await asyncio.to_thread(shutil.copyfile, clip, self.out_dir / f"{job.id}.mp4")
-        line = f"{job.id},{self.process_id}\n".encode()
-        fd = os.open(self.out_dir / "deliveries.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)  # one short O_APPEND write: lines of processes never interleave
-        finally:
-            os.close(fd)
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
+        async with fence():
+            await asyncio.to_thread(shutil.copyfile, clip, self.out_dir / f"{job.id}.mp4")
+            line = f"{job.id},{self.process_id}\n".encode()
+            fd = os.open(self.out_dir / "deliveries.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                os.write(fd, line)  # one short O_APPEND write: lines of processes never interleave
+            finally:
+                os.close(fd)
         return Delivered("file")
 
 

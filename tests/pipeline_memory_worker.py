@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bot.pipeline import Delivered
+from bot.pipeline import Delivered, Fence
 from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
@@ -58,11 +58,12 @@ class WholeSink:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
 
-    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         target = self.out_dir / f"{job.id}.mp4"
         data = await asyncio.to_thread(clip.read_bytes)
-        await asyncio.to_thread(target.write_bytes, data)
+        async with fence():
+            await asyncio.to_thread(target.write_bytes, data)
         return Delivered("file", detail=str(target))
 
 

@@ -17,6 +17,7 @@ from bot.pipeline import (
     Delivered,
     DeliveryError,
     DeliverySink,
+    Fence,
     MediaStore,
     Metrics,
     Pipeline,
@@ -43,14 +44,15 @@ class RecordingSink:
     deliveries: list[tuple[str, int]] = field(default_factory=list)
     fail_next: int = 0
 
-    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
-        if self.fail_next > 0:
-            self.fail_next -= 1
-            raise DeliveryError("the channel refused the upload")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        target = self.out_dir / f"{job.id}.mp4"
-        await asyncio.to_thread(shutil.copyfile, clip, target)
-        self.deliveries.append((job.id, target.stat().st_size))
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
+        async with fence():
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise DeliveryError("the channel refused the upload")
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            target = self.out_dir / f"{job.id}.mp4"
+            await asyncio.to_thread(shutil.copyfile, clip, target)
+            self.deliveries.append((job.id, target.stat().st_size))
         return Delivered("file", detail=str(target))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 from pydantic import SecretStr
 
-from bot.pipeline import Delivered, MediaStore, Pipeline, PipelineConfig, Requester
+from bot.pipeline import Delivered, Fence, MediaStore, Pipeline, PipelineConfig, Requester
 from bot.pricing import PriceTable
 from bot.providers import ProviderHttp
 from bot.providers.eachlabs import EachLabsProvider
@@ -34,13 +34,14 @@ class GatedSink:
         self.out_dir = out_dir
         self.gate = gate
 
-    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
         if not await asyncio.to_thread(self.gate.exists):
             await asyncio.Event().wait()  # held here until the test kills this process
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(shutil.copyfile, clip, self.out_dir / f"{job.id}.mp4")
-        with (self.out_dir / "deliveries.log").open("a") as log:
-            log.write(job.id + "\n")
+        async with fence():
+            await asyncio.to_thread(shutil.copyfile, clip, self.out_dir / f"{job.id}.mp4")
+            with (self.out_dir / "deliveries.log").open("a") as log:
+                log.write(job.id + "\n")
         return Delivered("file")
 
 

@@ -142,7 +142,7 @@ class Balancer:
 # -- the database and the processes ------------------------------------------------------------
 
 
-@pytest.fixture(params=["postgresql"])  # several processes: PostgreSQL (test_multi_process.py)
+@pytest.fixture(params=["postgresql", "sqlite"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SharedDatabase]:
     """The shared database: a fresh PostgreSQL database (skipped with the reason when no server
     answers, except under CI=true; dropped afterwards), or one SQLite file."""

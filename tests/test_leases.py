@@ -5,16 +5,19 @@ stops renewing loses its jobs to another, which finishes them."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
+from bot.pipeline import Delivered, Fence
 from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
-from storage import Job, JobState
-from tests.pipeline_support import ProviderFactory, member, pipeline
+from storage import Job, JobState, LeaseLost, Leases, OffsetClock, WorkedJobs
+from tests.pipeline_support import ProviderFactory, RecordingSink, member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 from tests.waits import until_stored
 
@@ -91,3 +94,171 @@ async def test_a_process_that_stops_renewing_loses_its_jobs_to_another(tmp_path:
             assert [job_id for job_id, _ in b.sink.deliveries] == [job.id]
             assert len(await b.captures(job.id)) == 1
             assert len(double.jobs) == 1, "taken over, not created again"
+
+
+class PausedSink(RecordingSink):
+    """Records deliveries like RecordingSink, but holds each post until `resume` is set: the
+    posting process stalls mid-upload (a long upload, a GC pause, an overloaded machine)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(out_dir)
+        self.posting = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
+        async with fence():  # A holds the job's lease here, and is posting
+            self.posting.set()
+            await self.resume.wait()
+        return await super().deliver(job, clip, link=link, fence=fence)
+
+
+async def test_a_job_being_posted_is_not_taken_over_when_its_owner_stalls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's keeper stalls (its renewal waits on the database) while A posts a clip, for longer
+    than the lease: B must not take the job over and post it a second time."""
+    clock = OffsetClock()
+    config: dict[str, Any] = {"lease_s": 30.0, "deadline_s": 3600}
+    paused = PausedSink(tmp_path / "delivered-a")
+    async with EachLabsDouble() as double:
+        double.default_script = ["succeeded"]
+        async with pipeline(
+            tmp_path,
+            eachlabs(double),
+            default_provider="eachlabs",
+            process_id="A",
+            clock=clock,
+            sink=paused,
+            start=False,
+            **config,
+        ) as a:
+
+            async def stuck() -> None:  # every renewal of A waits, as on a locked file
+                await asyncio.Event().wait()
+
+            monkeypatch.setattr(a.service.leases, "beat", stuck)
+            await a.service.start()
+            await a.ledger.issue_to_member(1, 7, 100, key="seed")
+            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+            await paused.posting.wait()  # A checked its lease and is posting
+            clock.advance(seconds=60)  # A's post takes longer than the lease
+            async with pipeline(
+                tmp_path,
+                eachlabs(double),
+                default_provider="eachlabs",
+                process_id="B",
+                clock=clock,
+                **config,
+            ) as b:  # B's start takes over the jobs whose lease lapsed
+                held = await b.service.jobs.get(job.id)
+                assert held.lease_owner == "A", "B took over a job A is still posting"
+                paused.resume.set()
+                done = await a.wait_for_state(job.id, JobState.DELIVERED)
+            assert done.lease_owner == "A"
+            assert [job_id for job_id, _ in paused.deliveries] == [job.id]
+            assert b.sink.deliveries == []
+            assert len(await a.captures(job.id)) == 1
+
+
+class StallsBeforePosting(RecordingSink):
+    """Records deliveries like RecordingSink, but stalls before each post (a long re-encode, a
+    wait for the channel's rate limit, a pause of the whole process) until `resume` is set."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(out_dir)
+        self.stalled = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.lost = asyncio.Event()
+
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
+        self.stalled.set()
+        await self.resume.wait()
+        try:
+            return await super().deliver(job, clip, link=link, fence=fence)
+        except LeaseLost:
+            self.lost.set()
+            raise
+
+
+async def test_a_process_that_lost_the_job_while_it_stalled_does_not_post_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalls on its way to posting, its keeper too, past its lease; B takes the job over. A
+    must find out before it posts, and leave the job to B quietly."""
+    clock = OffsetClock()
+    config: dict[str, Any] = {"lease_s": 30.0, "deadline_s": 3600}
+    stalling = StallsBeforePosting(tmp_path / "delivered-a")
+    async with EachLabsDouble() as double:
+        double.default_script = ["succeeded"]
+        async with pipeline(
+            tmp_path,
+            eachlabs(double),
+            default_provider="eachlabs",
+            process_id="A",
+            clock=clock,
+            sink=stalling,
+            start=False,
+            **config,
+        ) as a:
+
+            async def stuck() -> None:  # every renewal of A waits, as on a locked file
+                await asyncio.Event().wait()
+
+            monkeypatch.setattr(a.service.leases, "beat", stuck)
+            await a.service.start()
+            await a.ledger.issue_to_member(1, 7, 100, key="seed")
+            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+            await stalling.stalled.wait()
+            clock.advance(seconds=60)  # longer than A's lease
+            other = Leases(a.db, WorkedJobs(late_grace_ms=3_600_000))
+            assert await other.take_over("B", 30_000) == [job.id]
+            stalling.resume.set()
+            async with asyncio.timeout(20):
+                await stalling.lost.wait()
+            assert stalling.deliveries == [], "A posted a job B holds"
+            left = await a.service.jobs.get(job.id)
+            assert (left.state, left.lease_owner) == (JobState.SUCCEEDED, "B")
+
+
+async def test_a_process_whose_renewal_comes_back_late_forgets_the_jobs_it_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal that lands more than a lease after the one before: some leases may have lapsed
+    to other processes, so the keeper stops trusting what it thought it held (a webhook for such a
+    job then goes to its owner through the database, not to this process's own tracker)."""
+    clock = OffsetClock()
+    quiet: dict[str, Any] = {"poll_initial_s": 3600.0, "poll_max_s": 3600.0, "lease_s": 30.0}
+    async with EachLabsDouble() as double:
+        double.default_script = ["processing"]
+        async with pipeline(
+            tmp_path,
+            eachlabs(double),
+            default_provider="eachlabs",
+            process_id="A",
+            clock=clock,
+            start=False,
+            **quiet,
+        ) as a:
+
+            async def beats_only_when_told() -> None:
+                await asyncio.Event().wait()
+
+            keeper = a.service.leases
+            monkeypatch.setattr(keeper, "run", beats_only_when_told)
+            await a.service.start()
+            await a.ledger.issue_to_member(1, 7, 100, key="seed")
+            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+
+            async def created() -> Job | None:  # then A writes nothing more (no poll is due)
+                found = await a.service.jobs.get(job.id)
+                return found if found.provider_job_id else None
+
+            await until_stored(a.db, created, timeout_s=20, what="created")
+            await keeper.beat()
+            assert keeper.holds(job.id)
+            clock.advance(seconds=31)  # A stalled for longer than its lease
+            other = Leases(a.db, WorkedJobs(late_grace_ms=3_600_000))
+            assert await other.take_over("B", 30_000) == [job.id]
+            await keeper.beat()  # came back late
+            assert not keeper.holds(job.id), "A still thinks it holds B's job"
+            assert (await a.service.jobs.get(job.id)).lease_owner == "B"

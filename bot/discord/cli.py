@@ -20,7 +20,7 @@ import discord
 from bot.discord.client import FrontConfig, KlingBot, invite_url, point_discord_py_at, sync_commands
 from bot.discord.modlog import ModLogNotices
 from bot.errors import ConfigError
-from bot.pipeline import Delivered, DeliveryError
+from bot.pipeline import Delivered, DeliveryError, Fence
 from bot.runtime import open_runtime
 from bot.settings import Settings
 from storage import Clock, Job
@@ -40,7 +40,7 @@ SHARDING_REFUSALS = {
 class NotConnectedSink:
     """A sink for a runtime that never delivers (sync, benchmarks of the Discord side alone)."""
 
-    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
         raise DeliveryError("not connected to Discord yet")
 
 

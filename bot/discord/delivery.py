@@ -4,7 +4,8 @@ fits the channel's upload limit, re-encoded to fit otherwise, or linked when it 
 post waits for room in the channel's rate limits (bot/discord/pacing.py), ahead of status edits.
 
 If the channel refuses (missing permission, deleted channel) the clip goes to the requester by
-direct message instead, and the job records that. A message nonce derived from the job id lets
+direct message instead, and the job records that. Each post runs inside the pipeline's fence
+(bot.pipeline.delivery): only while this process holds the job's lease, within the upload timeout. A message nonce derived from the job id lets
 Discord drop a duplicate post after a crash between posting and recording it.
 
 The same fitting gives a kept clip privately to the member who presses Get the clip
@@ -25,7 +26,7 @@ from bot.discord.rate_limits import Priority
 from bot.discord.render import result_embed
 from bot.discord.video_requests import result_view
 from bot.media import CannotFitError, MediaError
-from bot.pipeline import Delivered, DeliveryError, fit_clip
+from bot.pipeline import Delivered, DeliveryError, Fence, fit_clip
 from storage import Job
 
 if TYPE_CHECKING:
@@ -44,10 +45,10 @@ class DiscordSink:
     def __init__(self, bot: KlingBot) -> None:
         self.bot = bot
 
-    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
         try:
             return await self._post_fitted(
-                job, clip, job.upload_limit_bytes, link, partial(self._post_in_channel, job)
+                job, clip, job.upload_limit_bytes, link, partial(self._post_in_channel, job, fence)
             )
         except discord.Forbidden as error:
             reason = f"the channel refused the post ({error.status} {error.code})"
@@ -59,7 +60,11 @@ class DiscordSink:
                 retryable=error.status >= 500 or error.status == 429,
             ) from error
         return await self._post_fitted(
-            job, clip, job.upload_limit_bytes, link, partial(self._post_in_dm, job, reason=reason)
+            job,
+            clip,
+            job.upload_limit_bytes,
+            link,
+            partial(self._post_in_dm, job, fence, reason=reason),
         )
 
     async def hand_over(
@@ -145,7 +150,7 @@ class DiscordSink:
         return payload
 
     async def _post_in_channel(
-        self, job: Job, attachment: Path | None, via: str, note: str | None
+        self, job: Job, fence: Fence, attachment: Path | None, via: str, note: str | None
     ) -> Delivered:
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id or None)
 
@@ -159,7 +164,8 @@ class DiscordSink:
                     channel_id=job.channel_id,
                     fail_if_not_exists=False,
                 )
-            return await channel.send(nonce=int(job.id, 16), **payload)
+            async with fence():
+                return await channel.send(nonce=int(job.id, 16), **payload)
 
         message = await self.bot.pacer.send(job.channel_id, post, priority=Priority.FINAL)
         return Delivered(via, message.id, detail=f"channel {job.channel_id}")
@@ -169,7 +175,14 @@ class DiscordSink:
         return (current or job).status_message_id
 
     async def _post_in_dm(
-        self, job: Job, attachment: Path | None, via: str, note: str | None, *, reason: str
+        self,
+        job: Job,
+        fence: Fence,
+        attachment: Path | None,
+        via: str,
+        note: str | None,
+        *,
+        reason: str,
     ) -> Delivered:
         try:
             user = await self.bot.fetch_user(job.user_id)
@@ -177,7 +190,8 @@ class DiscordSink:
             payload["content"] = (
                 f"Your video is ready, but I couldn't post it in <#{job.channel_id}> ({reason})."
             )
-            message = await user.send(**payload)
+            async with fence():
+                message = await user.send(**payload)
         except discord.HTTPException as error:
             raise DeliveryError(
                 f"{reason[0].upper()}{reason[1:]}, and a direct message failed too ({error.status})."

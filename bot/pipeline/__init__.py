@@ -10,7 +10,14 @@ Never imports: discord, bot.discord, cogs, bot.web.
 
 from bot.pipeline.blocklist import check_regex
 from bot.pipeline.config import WEBHOOK_DELIVERY_KEEP_S, PipelineConfig
-from bot.pipeline.delivery import Delivered, DeliveryError, DeliverySink, FileSink, fit_clip
+from bot.pipeline.delivery import (
+    Delivered,
+    DeliveryError,
+    DeliverySink,
+    Fence,
+    FileSink,
+    fit_clip,
+)
 from bot.pipeline.events import EventBus, JobEvent, JobObserver
 from bot.pipeline.facade import Pipeline
 from bot.pipeline.media_store import MediaStore
@@ -29,6 +36,7 @@ __all__ = [
     "DeliveryError",
     "DeliverySink",
     "EventBus",
+    "Fence",
     "FileSink",
     "JobEvent",
     "JobObserver",

@@ -6,14 +6,21 @@
 
 Each step is idempotent and looks at what is already done (the clip on disk, the hold's
 resolution, the job's state), so a restart at any point finishes the job exactly once. At most one
-completion per job runs at a time in a process, and only in the process holding the job's lease,
-checked again (and renewed) just before the delivery, the one step that cannot be undone.
+completion per job runs at a time in a process, and only in the process holding the job's lease:
+the charge and every outcome recorded (delivered, delivery failed, failed) are conditional on it
+in their own transaction, and the post, the one step that cannot be undone, runs inside a fence
+(bot.pipeline.leases): the database confirms that this process holds a live lease on the still
+undelivered job and extends it past the upload timeout, which bounds the post. A process that
+lost the lease (it stalled and another took the job over) leaves the job quietly to the new owner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -31,7 +38,7 @@ from bot.pipeline.tasks import BackgroundTasks
 from bot.pipeline.vendors import Vendors
 from bot.providers import ErrorKind, ProviderError, ProviderJob
 from bot.providers.download import download
-from storage import Clock, IllegalTransition, Job, JobState, JobStore
+from storage import Clock, IllegalTransition, Job, JobState, JobStore, LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +100,30 @@ class Completion:
         job = await self._jobs.get(job_id)
         if job.state not in COMPLETABLE:
             return
-        clip = self._media.clip_path(job.id)
-        if not await asyncio.to_thread(clip.exists):
-            fetched = await self._download(job)
-            if fetched is None:
-                return
-            job = fetched
-        job = await self._settlement.capture(job)
-        if not await self._leases.hold(job.id):
-            return  # another process took the job over (this one stalled): it delivers
-        await self._deliver(job)
+        try:
+            clip = self._media.clip_path(job.id)
+            if not await asyncio.to_thread(clip.exists):
+                fetched = await self._download(job)
+                if fetched is None:
+                    return
+                job = fetched
+            job = await self._settlement.capture(job, held_by=self._leases.owner)
+            await self._deliver(job)
+        except LeaseLost:  # another process took the job over (this one stalled): it finishes
+            log.info("job %s is another process's now; leaving it to that one", job_id)
+
+    @contextlib.asynccontextmanager
+    async def _fence(self, job: Job) -> AsyncIterator[None]:
+        """Around one post of the clip (the sink enters it): only while this process holds a
+        live lease on the undelivered job, extended past the upload timeout that bounds it."""
+        timeout_s = self._config.upload_timeout_s
+        if not await self._leases.fence(job.id, timeout_s, COMPLETABLE):
+            raise LeaseLost(job.id)
+        try:
+            async with asyncio.timeout(timeout_s):
+                yield
+        except TimeoutError as error:
+            raise DeliveryError(f"the post took longer than {timeout_s:.0f} s") from error
 
     async def _download(self, job: Job) -> Job | None:
         clip = self._media.clip_path(job.id)
@@ -142,11 +163,13 @@ class Completion:
                         error.detail,
                     )
                     return None
-                await self._settlement.fail(job, error)
+                await self._settlement.fail(job, error, held_by=self._leases.owner)
                 return None
             return await self._jobs.update(job.id, media_path=str(clip), media_size_bytes=size)
         await self._settlement.fail(
-            job, ProviderError(ErrorKind.RESULT_EXPIRED, "no video link", provider=job.provider)
+            job,
+            ProviderError(ErrorKind.RESULT_EXPIRED, "no video link", provider=job.provider),
+            held_by=self._leases.owner,
         )
         return None
 
@@ -164,8 +187,10 @@ class Completion:
         clip = self._media.clip_path(job.id)
         try:
             try:
-                delivered = await self._delivery.deliver(job, clip, link=self._media.link(job))
-            except DeliveryError:
+                delivered = await self._delivery.deliver(
+                    job, clip, link=self._media.link(job), fence=partial(self._fence, job)
+                )
+            except (DeliveryError, LeaseLost):
                 raise
             except Exception as unexpected:  # a bug in a sink must not strand the job
                 log.exception("delivery of %s failed unexpectedly", job.id)
@@ -181,8 +206,12 @@ class Completion:
                 delivered_via=delivered.via,
                 result_message_id=delivered.message_id,
                 detail=delivered.detail[:300] or delivered.via,
+                held_by=self._leases.owner,
             )
         except IllegalTransition:
+            return
+        except LeaseLost:  # the post outlived the fence's lease (a stall of minutes)
+            log.warning("job %s was posted, but another process had taken it over", job.id)
             return
         self._metrics.deliveries.labels(delivered.via).inc()
         self._events.publish(job, JobEvent.DELIVERED)
@@ -193,12 +222,13 @@ class Completion:
             "delivery_attempts": attempts,
             "error_message": str(error)[:1000],
         }
+        owner = self._leases.owner
         if job.state is S.SUCCEEDED:
             job = await self._jobs.transition(
-                job.id, S.DELIVERY_FAILED, detail=str(error)[:300], **changes
+                job.id, S.DELIVERY_FAILED, detail=str(error)[:300], held_by=owner, **changes
             )
         else:
-            job = await self._jobs.update(job.id, **changes)
+            job = await self._jobs.update(job.id, held_by=owner, **changes)
         self._events.publish(job, JobEvent.DELIVERY_FAILED)
         if error.retryable and attempts < self._config.delivery_max_attempts:
             delay_s = full_jitter_s(attempts - 1, base_s=30.0, cap_s=600.0)

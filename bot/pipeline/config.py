@@ -40,6 +40,7 @@ class PipelineConfig:
     member_cooldown_s: int = 0
     process_id: str = field(default_factory=default_process_id)
     lease_s: float = 30.0
+    upload_timeout_s: float = 120.0
 
     def slots(self, provider: str) -> int:
         """How many jobs may be live at `provider` at once."""
@@ -69,4 +70,5 @@ class PipelineConfig:
             member_cooldown_s=settings.member_cooldown_s,
             process_id=settings.process_id or default_process_id(),
             lease_s=settings.lease_s,
+            upload_timeout_s=settings.upload_timeout_s,
         )

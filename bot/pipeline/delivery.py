@@ -4,6 +4,11 @@ A sink gets the original clip and the job (which knows the destination's upload 
 clip is larger than the limit it is re-encoded to fit (two-pass, filling 95-100 % of the limit, in
 a `Transcoder`'s worker processes with their own concurrency limit); if it cannot fit, a link to
 the original on the bot's own /media URL is the fallback (only when KLINGBOT_PUBLIC_URL is set).
+
+A clip is posted once even when several processes share the database: a sink runs the post
+itself (after any re-encode) inside `async with fence():`, which first confirms that this process
+still holds the job's lease (else it raises storage.LeaseLost, which the sink lets through) and
+then bounds the post by the upload timeout, which the lease outlasts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,9 +44,15 @@ class DeliveryError(KlingbotError):
         self.retryable = retryable
 
 
+# Around the post itself: raises storage.LeaseLost when this process may not post the clip (another
+# holds the job now), and DeliveryError when the post outlasts the upload timeout.
+Fence = Callable[[], AbstractAsyncContextManager[None]]
+
+
 class DeliverySink(Protocol):
-    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
-        """Put the clip where the job's requester sees it; raise DeliveryError otherwise."""
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
+        """Put the clip where the job's requester sees it, posting inside `async with fence():`
+        (each post, if it takes more than one); raise DeliveryError otherwise."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ class FileSink:
         self.max_bytes = max_bytes
         self.transcoder = transcoder
 
-    async def deliver(self, job: Job, clip: Path, *, link: str | None) -> Delivered:
+    async def deliver(self, job: Job, clip: Path, *, link: str | None, fence: Fence) -> Delivered:
         source, via = clip, "file"
         size = await asyncio.to_thread(os.path.getsize, clip)
         if self.max_bytes is not None and size > self.max_bytes:
@@ -113,8 +125,9 @@ class FileSink:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         partial = self.out.with_name(f".{self.out.name}.part")
         try:
-            await asyncio.to_thread(shutil.copyfile, source, partial)
-            partial.replace(self.out)
+            async with fence():
+                await asyncio.to_thread(shutil.copyfile, source, partial)
+                partial.replace(self.out)
         except OSError as error:
             partial.unlink(missing_ok=True)
             raise DeliveryError(f"cannot write {self.out}: {error}") from error

@@ -9,6 +9,14 @@ create, completes), and passes a webhook for a job another process works on to t
 heartbeat at once).
 One process alone runs the same code; every lease is its own.
 
+A process can stall (its renewal waits on SQLite's file lock or an unreachable server, a long
+pause) past its leases. A renewal renews only the leases that are still live, so a lapsed lease
+is lost for good: another process (or this one) must take the job again. A renewal that fails,
+or comes back more than a lease after the previous one began, makes the keeper forget which jobs
+it holds; from then on the database alone says. A step that must happen once (posting a clip)
+runs only after `fence`: the database confirms, in one conditional statement, that this process
+still holds a live lease on the job, and extends it to cover the step's timeout.
+
 A process's id is `PipelineConfig.process_id` (KLINGBOT_PROCESS_ID), by default
 `host:pid:random`. A lease held by an id of that form on this host whose process is gone (or by
 an earlier process with this very pid) is taken over at once, so a restarted bot resumes its jobs
@@ -22,11 +30,12 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Collection
 
 from bot.pipeline.events import EventBus, JobEvent
 from bot.pipeline.scheduler import Scheduler
 from bot.pipeline.waiting import Tally, wait_event
-from storage import Clock, Job, Leases
+from storage import Clock, Job, JobState, Leases
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,7 @@ class LeaseKeeper:
         self._lease_ms = int(lease_s * 1000)
         self._scheduler = scheduler
         self._held: set[str] = set()  # jobs this process works on, as far as it knows
+        self._renewing_since_ms: int | None = None  # when the last good renewal began
         self._wake = asyncio.Event()
         self.beats = Tally()  # heartbeats done (tests, tools)
         self.taken_over = 0  # jobs taken over from a process that stopped renewing
@@ -118,6 +128,7 @@ class LeaseKeeper:
                     await self.beat()
                 except Exception:
                     log.exception("lease heartbeat failed")
+                    self._forget("its lease renewal failed")
                 finally:
                     self.beats.add()
 
@@ -127,7 +138,11 @@ class LeaseKeeper:
 
     async def beat(self) -> None:
         """Renew this process's leases, look at the jobs others asked it to, take over orphans."""
-        _, poked = await self._leases.heartbeat(self.owner, self.until_ms())
+        began_ms = self._clock.now_ms()
+        _, poked = await self._leases.heartbeat(self.owner, self._lease_ms)
+        previous_ms, self._renewing_since_ms = self._renewing_since_ms, began_ms
+        if previous_ms is not None and self._clock.now_ms() - previous_ms > self._lease_ms:
+            self._forget("its lease renewal came back later than a lease after the one before")
         for job_id in poked:
             self._held.add(job_id)
             self._scheduler.poke(job_id)
@@ -136,12 +151,19 @@ class LeaseKeeper:
             self.taken_over += taken
             log.warning("took over %d jobs from a process that stopped renewing them", taken)
 
+    def _forget(self, why: str) -> None:
+        """Some of this process's leases may have lapsed: stop trusting what it knows it holds
+        (the database says; every once-only step is fenced there anyway)."""
+        if self._held:
+            log.warning("%s: %d jobs may have lapsed to other processes", why, len(self._held))
+        self._held.clear()
+
     async def _take_over(self, *, own: bool) -> int:
         dead = [o for o in await self._leases.owners() if is_gone(o, self.owner)]
         total = 0
         while True:
             ids = await self._leases.take_over(
-                self.owner, self.until_ms(), dead=dead, own=own, limit=TAKE_OVER_BATCH
+                self.owner, self._lease_ms, dead=dead, own=own, limit=TAKE_OVER_BATCH
             )
             now = self._clock.now_ms()
             for job_id in ids:
@@ -154,30 +176,36 @@ class LeaseKeeper:
     async def working(self, job: Job) -> bool:
         """Whether this process may work on `job` now: its lease is this process's, or it was
         free (none, lapsed, its process gone) and is taken now."""
-        if job.lease_owner == self.owner:
+        now = self._clock.now_ms()
+        if job.lease_owner == self.owner and (job.lease_until_ms or 0) >= now:
             self._held.add(job.id)
             return True
         if (
-            job.lease_owner is not None
-            and (job.lease_until_ms or 0) >= self._clock.now_ms()
+            job.lease_owner not in (None, self.owner)
+            and (job.lease_until_ms or 0) >= now
             and not is_gone(job.lease_owner, self.owner)
         ):
             self._held.discard(job.id)
             return False
-        owner = await self._leases.take(job.id, self.owner, self.until_ms())
+        owner = await self._leases.take(job.id, self.owner, self._lease_ms)
         if owner == self.owner:
             self._held.add(job.id)
             return True
         self._held.discard(job.id)
         return owner is None  # not a job that needs a lease (queued, final): as before
 
-    async def hold(self, job_id: str) -> bool:
-        """Renew `job_id`'s lease before a step that must not run twice (a delivery); False if
-        another process has taken the job over."""
-        if await self._leases.hold(job_id, self.owner, self.until_ms()):
+    async def fence(self, job_id: str, step_s: float, states: Collection[JobState]) -> bool:
+        """Before a step that must happen once (posting a clip), bounded by `step_s`: whether
+        this process still holds a live lease on `job_id` in one of `states`, the lease then
+        extended to `step_s` plus a lease time from now (the margin: the outcome is recorded
+        after the step). False (logged at info) if it lost the job: another process took it
+        over, its lease lapsed while this process stalled, or it moved on; the job is left to
+        whoever holds it."""
+        step_ms = int(step_s * 1000) + self._lease_ms
+        if await self._leases.fence(job_id, self.owner, step_ms, states):
             return True
         self._held.discard(job_id)
-        log.warning("job %s was taken over by another process; leaving it to that one", job_id)
+        log.info("job %s: this process no longer holds its lease; leaving it", job_id)
         return False
 
     async def route(self, job_id: str) -> None:
@@ -186,7 +214,7 @@ class LeaseKeeper:
         if job_id in self._held:
             self._scheduler.poke(job_id)
             return
-        owner = await self._leases.take(job_id, self.owner, self.until_ms())
+        owner = await self._leases.take(job_id, self.owner, self._lease_ms)
         if owner is None or owner == self.owner:
             if owner is not None:
                 self._held.add(job_id)

@@ -76,11 +76,13 @@ class Settlement:
         void_reason: str | None = None,
         expire: bool = False,
         detail: str | None = None,
+        held_by: str | None = None,
         **changes: Any,
     ) -> Job:
         """Move a job to a failure-like state and release its holds, in one transaction.
 
-        IllegalTransition if the job is no longer in one of `from_states`.
+        IllegalTransition if the job is no longer in one of `from_states`; with `held_by`,
+        LeaseLost if that process does not hold the job's lease.
         """
 
         async def run(tx: Tx) -> Job:
@@ -90,6 +92,7 @@ class Settlement:
                 from_states=from_states,
                 finished_at_ms=self._clock.now_ms(),
                 detail=detail,
+                held_by=held_by,
                 tx=tx,
                 **changes,
             )
@@ -114,9 +117,11 @@ class Settlement:
         *,
         vendor_status: str | None = None,
         note: str | None = None,
+        held_by: str | None = None,
     ) -> None:
         """The job failed for good: void its holds and stop tracking it. `note` is added to
-        what the member reads (for example why it did not move to another provider)."""
+        what the member reads (for example why it did not move to another provider); with
+        `held_by`, only by the holder of the job's lease (LeaseLost otherwise)."""
         extra: dict[str, Any] = {"provider_status": vendor_status} if vendor_status else {}
         try:
             await self.settle(
@@ -124,6 +129,7 @@ class Settlement:
                 S.FAILED,
                 FAILABLE,
                 void_reason=error.kind.value,
+                held_by=held_by,
                 **extra,
                 error_kind=error.kind.value,
                 error_message=(f"{error} {note}" if note else str(error))[:1000],
@@ -146,8 +152,10 @@ class Settlement:
             await self._ledger.expire(hold_id)
             log.warning("expired orphan hold %d (job %s)", hold_id, job_id)
 
-    async def capture(self, job: Job) -> Job:
-        """Charge for a finished clip once; a late success is charged only if the balance covers it."""
+    async def capture(self, job: Job, *, held_by: str | None = None) -> Job:
+        """Charge for a finished clip once; a late success is charged only if the balance covers
+        it. With `held_by`, only by the holder of the job's lease, checked in the charge's own
+        transaction (LeaseLost otherwise, nothing charged)."""
         if job.hold_id is None or job.payer == "none":
             return job
         hold, resolution = await self._ledger.hold(job.hold_id)
@@ -160,7 +168,7 @@ class Settlement:
                     topup, _ = await self._ledger.hold(job.topup_hold_id, tx=tx)
                     extra = max(0, min(job.cost - charged, topup.amount))
                     charged += (await self._ledger.capture(topup.id, extra, tx=tx)).amount
-                return await self._jobs.update(job.id, charged=charged, tx=tx)
+                return await self._jobs.update(job.id, charged=charged, held_by=held_by, tx=tx)
 
             return await self._db.write(run)
         if job.charged:
@@ -177,7 +185,7 @@ class Settlement:
                 job_id=job.id,
                 tx=tx,
             )
-            return await self._jobs.update(job.id, charged=job.cost, tx=tx)
+            return await self._jobs.update(job.id, charged=job.cost, held_by=held_by, tx=tx)
 
         try:
             charged = await self._db.write(late)
