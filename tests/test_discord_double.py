@@ -894,6 +894,20 @@ async def test_discord_py_waits_out_a_channel_bucket() -> None:
     assert d.rate_limited() == []
 
 
+async def test_a_repeated_post_with_the_same_nonce_returns_the_first_message(
+    double: DiscordDouble, running: Running
+) -> None:
+    """discord.py sends enforce_nonce with a nonce; Discord (and the double) answers a repeat
+    with the message already posted. The clip's post relies on this when a process died between
+    posting a clip and recording it, and the process that took the job over posts it again."""
+    channel = running.bot.get_partial_messageable(CHANNEL_ID)
+    first = await channel.send("clip", nonce=0xABC123)
+    again = await channel.send("clip", nonce=0xABC123)
+    other = await channel.send("clip", nonce=0xABC124)
+    assert again.id == first.id != other.id
+    assert [m.id for m in double.messages(CHANNEL_ID)] == [first.id, other.id]
+
+
 async def test_installed_in_another_application_the_double_keeps_its_own_limits() -> None:
     """Served from someone else's app (1 MiB client_max_size, its own routes), the bot still
     uploads a 5 MiB file and the app's routes still answer."""

@@ -172,7 +172,7 @@ async def test_three_processes_share_the_slots_and_take_over_a_killed_ones_jobs(
                     if worker.returncode is None:
                         worker.send_signal(signal.SIGKILL)
                         await worker.wait()
-            await check_outcomes(service.jobs, service.ledger, job_ids, tmp_path / "out")
+            await check_outcomes(service.jobs, service.ledger, job_ids, tmp_path / "out", killed)
         assert double.peak_live <= SLOTS, f"{double.peak_live} tasks live at the vendor at once"
         assert double.over_parallel == 0, "a create was sent over the vendor's concurrency"
         made = Counter(job.request.get("external_task_id") for job in double.jobs.values())
@@ -190,15 +190,28 @@ async def held_by(jobs: JobStore, owner: str) -> list[str]:
     return [job.id for job in live if job.lease_owner == owner]
 
 
-async def check_outcomes(jobs: JobStore, ledger: Ledger, job_ids: list[str], out: Path) -> None:
-    """Each job delivered once and captured once; the books audit clean."""
+async def check_outcomes(
+    jobs: JobStore, ledger: Ledger, job_ids: list[str], out: Path, killed: str
+) -> None:
+    """Each job delivered once and captured once; the books audit clean.
+
+    Posted once by a live process. The one exception the lease cannot close: the killed process
+    posted a clip and died before it could record it, so the survivor that took the job over
+    posts it again. The Discord sink sends the job's nonce with enforce_nonce for this, and
+    Discord answers a repeat with the first message instead of posting it twice; this file sink
+    keeps both lines, so such a pair is allowed here, only in that order."""
     for job_id in job_ids:
         job = await jobs.get(job_id)
         assert job.state is JobState.DELIVERED, f"{job_id} is {job.state.value}"
         posts = [t.amount for t in await ledger.transfers_for_job(job_id) if t.kind == "post"]
         assert posts == [job.cost], f"{job_id} captured {posts}"
-    posted = deliveries(out)
-    counted = Counter(job_id for job_id, _ in posted)
-    wrong = {j: [by for i, by in posted if i == j] for j in job_ids if counted[j] != 1}
+    posted_by: dict[str, list[str]] = {job_id: [] for job_id in job_ids}
+    for job_id, process in deliveries(out):
+        posted_by[job_id].append(process)
+    wrong = {
+        job_id: by
+        for job_id, by in posted_by.items()
+        if len(by) != 1 and not (len(by) == 2 and by[0] == killed and by[1] != killed)
+    }
     assert not wrong, f"jobs delivered twice or never (by): {wrong}"
     assert (await ledger.audit()).ok
