@@ -177,36 +177,37 @@ class Leases:
         see `listen`), in the same transaction. Return the lease owner afterwards (None: not a
         worked job)."""
 
-        async def run(tx: Tx) -> str | None:
-            now = self._db.clock.now_ms()
-            row = await tx.fetchone(
-                "UPDATE jobs SET"
-                " lease_poke = CASE WHEN lease_owner IS NULL OR lease_owner = ?"
-                "  OR lease_until_ms < ? THEN lease_poke ELSE 1 END,"
-                " lease_until_ms = CASE WHEN lease_owner IS NULL OR lease_owner = ?"
-                "  OR lease_until_ms < ? THEN ? ELSE lease_until_ms END,"
-                " lease_owner = CASE WHEN lease_owner IS NULL OR lease_owner = ?"
-                "  OR lease_until_ms < ? THEN ? ELSE lease_owner END"
-                f" WHERE id = ? AND {WORKED} RETURNING lease_owner",
-                (
-                    owner,
-                    now,
-                    owner,
-                    now,
-                    now + lease_ms,
-                    owner,
-                    now,
-                    owner,
-                    job_id,
-                    *self._worked.params(now),
-                ),
+        free = "lease_owner IS NULL OR lease_owner = ? OR lease_until_ms < ?"
+        update = (
+            f"UPDATE jobs SET lease_poke = CASE WHEN {free} THEN lease_poke ELSE 1 END,"
+            f" lease_until_ms = CASE WHEN {free} THEN ? ELSE lease_until_ms END,"
+            f" lease_owner = CASE WHEN {free} THEN ? ELSE lease_owner END"
+            f" WHERE id = ? AND {WORKED} RETURNING lease_owner"
+        )
+
+        def params(now: int) -> tuple[Any, ...]:
+            return (
+                *(owner, now),
+                *(owner, now, now + lease_ms),
+                *(owner, now, owner),
+                job_id,
+                *self._worked.params(now),
             )
-            if row is None:
-                return None
-            holder = str(row["lease_owner"])
-            if holder != owner and self._db.dialect == "postgresql":
-                await tx.fetchone(f"SELECT pg_notify('{POKE_CHANNEL}', ?)", (holder,))
-            return holder
+
+        if self._db.dialect == "postgresql":
+            # One statement, alone at READ COMMITTED: the UPDATE decides on the row's latest
+            # version under its row lock, and the NOTIFY is sent when it commits.
+            rows = await self._db.write_statement(
+                f"WITH taken AS ({update}) SELECT lease_owner,"
+                f" CASE WHEN lease_owner <> ? THEN pg_notify('{POKE_CHANNEL}', lease_owner)"
+                " END AS asked FROM taken",
+                (*params(self._db.clock.now_ms()), owner),
+            )
+            return str(rows[0]["lease_owner"]) if rows else None
+
+        async def run(tx: Tx) -> str | None:  # SQLite: the clock read once the file is ours
+            row = await tx.fetchone(update, params(self._db.clock.now_ms()))
+            return None if row is None else str(row["lease_owner"])
 
         return await self._db.write(run)
 
