@@ -99,7 +99,8 @@ class Batcher(Generic[R, T]):
 class RowsStatement:
     """A statement written once for many rows: `head`, then one `row` (with `?` placeholders)
     per request, joined by commas, then `tail`. Each request is the row's parameters; the first
-    is the row's unique key, which the statement's RETURNING rows carry in `key_column`.
+    `len(key_columns)` of them are the row's unique key, which the statement's RETURNING rows
+    carry in `key_columns`.
 
     A batch runs as one statement. If the database refuses it (one row broke a rule), each
     request is run again alone, so only the one that broke the rule is refused, with its own
@@ -117,14 +118,14 @@ class RowsStatement:
         row: str,
         tail: str,
         *,
-        key_column: str,
+        key_columns: tuple[str, ...],
         refusals: tuple[type[BaseException], ...],
         slots: int = 2,
         max_batch: int = 64,
     ) -> None:
         self._db = db
         self._head, self._row, self._tail = head, row, tail
-        self._key_column = key_column
+        self._key_columns = key_columns
         self._refusals = refusals
         self._batcher: Batcher[tuple[Any, ...], list[Row]] = Batcher(
             self._run, slots=slots, max_batch=max_batch
@@ -154,9 +155,10 @@ class RowsStatement:
                     return_exceptions=True,
                 )
             )
-        by_key: dict[Any, list[Row]] = {}
+        width = len(self._key_columns)
+        by_key: dict[tuple[Any, ...], list[Row]] = {}
         for row in rows:
-            by_key.setdefault(row[self._key_column], []).append(row)
+            by_key.setdefault(tuple(row[c] for c in self._key_columns), []).append(row)
         # The first request with a key gets its row; a later one with the same key wrote
         # nothing (ON CONFLICT), as if it had come after.
-        return [by_key.pop(request[0], []) for request in requests]
+        return [by_key.pop(tuple(request[:width]), []) for request in requests]

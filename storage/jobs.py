@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from storage.batching import RowsStatement
 from storage.database import Database, Row, Tx
-from storage.errors import IllegalTransition, JobNotFound, LeaseLost
+from storage.errors import INTEGRITY_ERRORS, IllegalTransition, JobNotFound, LeaseLost
 from storage.seen_deliveries import SeenDeliveries
 from storage.webhook_targets import WebhookTarget, WebhookTargets
 
@@ -227,6 +228,16 @@ class JobStore:
         self._db = db
         self._targets = WebhookTargets()
         self._seen = SeenDeliveries()
+        # Webhook deliveries received at the same time are stored by one statement and commit.
+        self._deliveries = RowsStatement(
+            db,
+            "INSERT INTO webhook_deliveries (provider, delivery_key, job_id, received_at_ms)"
+            " VALUES ",
+            "(?, ?, ?, ?)",
+            " ON CONFLICT DO NOTHING RETURNING provider, delivery_key",
+            key_columns=("provider", "delivery_key"),
+            refusals=INTEGRITY_ERRORS,
+        )
         # SQLite's two-argument MAX is PostgreSQL's GREATEST.
         self._greatest = "GREATEST" if db.dialect == "postgresql" else "MAX"
 
@@ -562,16 +573,18 @@ class JobStore:
         )
         return [int(r["run_ms"]) for r in rows]
 
+    @property
+    def delivery_statements(self) -> int:
+        """Statements written to store webhook deliveries (deliveries received at once share
+        one; for tests and benchmarks)."""
+        return self._deliveries.batches
+
     async def record_webhook(self, provider: str, delivery_key: str, job_id: str) -> bool:
         """Remember a webhook delivery; False if this key was seen before (a retry)."""
         key = (provider, delivery_key[:200])
         if key in self._seen:
             return False  # stored already: no write needed to know it
-        rows = await self._db.write_statement(
-            "INSERT INTO webhook_deliveries (provider, delivery_key, job_id, received_at_ms)"
-            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-            (*key, job_id, self._db.clock.now_ms()),
-        )
+        rows = await self._deliveries.write((*key, job_id, self._db.clock.now_ms()))
         self._seen.add(key)
         return bool(rows)
 

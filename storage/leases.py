@@ -5,7 +5,8 @@ delivery to retry, an expired job polled for a late result) belongs to the proce
 `lease_owner` until `lease_until_ms`. The owner renews its leases while it lives (`heartbeat`); a
 lease that lapsed (its process died) is taken over by another process (`take_over`), which then
 resumes the job exactly as a restart does. A process that is not the owner asks the owner to look
-at a job (`ask_owner`, a webhook it received); the owner finds the request at its next heartbeat.
+at a job (`take_or_ask`, a webhook it received); the owner finds the request at its next heartbeat
+(on PostgreSQL, a NOTIFY has it `collect_pokes` at once).
 
 Leases are claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite every write
 transaction is exclusive (BEGIN IMMEDIATE), so plain SQL is already atomic across processes.
@@ -170,20 +171,54 @@ class Leases:
 
         return await self._db.write(run)
 
-    async def ask_owner(self, job_id: str) -> None:
-        """Ask the process holding the job's lease to look at it at its next heartbeat; on
-        PostgreSQL, NOTIFY wakes that heartbeat at once (see `listen`)."""
+    async def take_or_ask(self, job_id: str, owner: str, lease_ms: int) -> str | None:
+        """`take` the job for `owner`; if another process holds it, ask that process to look
+        at it (its next heartbeat finds the request; on PostgreSQL a NOTIFY wakes it at once,
+        see `listen`), in the same transaction. Return the lease owner afterwards (None: not a
+        worked job)."""
 
-        async def run(tx: Tx) -> None:
-            row = await tx.fetchone(
-                "UPDATE jobs SET lease_poke = 1 WHERE id = ? AND lease_owner IS NOT NULL"
-                " RETURNING lease_owner",
-                (job_id,),
+        free = "lease_owner IS NULL OR lease_owner = ? OR lease_until_ms < ?"
+        update = (
+            f"UPDATE jobs SET lease_poke = CASE WHEN {free} THEN lease_poke ELSE 1 END,"
+            f" lease_until_ms = CASE WHEN {free} THEN ? ELSE lease_until_ms END,"
+            f" lease_owner = CASE WHEN {free} THEN ? ELSE lease_owner END"
+            f" WHERE id = ? AND {WORKED} RETURNING lease_owner"
+        )
+
+        def params(now: int) -> tuple[Any, ...]:
+            return (
+                *(owner, now),
+                *(owner, now, now + lease_ms),
+                *(owner, now, owner),
+                job_id,
+                *self._worked.params(now),
             )
-            if row is not None and self._db.dialect == "postgresql":
-                await tx.fetchone(f"SELECT pg_notify('{POKE_CHANNEL}', ?)", (row["lease_owner"],))
 
-        await self._db.write(run)
+        if self._db.dialect == "postgresql":
+            # One statement, alone at READ COMMITTED: the UPDATE decides on the row's latest
+            # version under its row lock, and the NOTIFY is sent when it commits.
+            rows = await self._db.write_statement(
+                f"WITH taken AS ({update}) SELECT lease_owner,"
+                f" CASE WHEN lease_owner <> ? THEN pg_notify('{POKE_CHANNEL}', lease_owner)"
+                " END AS asked FROM taken",
+                (*params(self._db.clock.now_ms()), owner),
+            )
+            return str(rows[0]["lease_owner"]) if rows else None
+
+        async def run(tx: Tx) -> str | None:  # SQLite: the clock read once the file is ours
+            row = await tx.fetchone(update, params(self._db.clock.now_ms()))
+            return None if row is None else str(row["lease_owner"])
+
+        return await self._db.write(run)
+
+    async def collect_pokes(self, owner: str) -> list[str]:
+        """The jobs other processes asked `owner` to look at since it last looked (the requests
+        are cleared): what a NOTIFY woke it for, without a whole heartbeat."""
+        rows = await self._db.write_statement(
+            "UPDATE jobs SET lease_poke = 0 WHERE lease_owner = ? AND lease_poke = 1 RETURNING id",
+            (owner,),
+        )
+        return [row["id"] for row in rows]
 
     @contextlib.asynccontextmanager
     async def listen(self, owner: str, wake: Callable[[], None]) -> AsyncIterator[None]:

@@ -251,7 +251,7 @@ class Ledger:
             _HOLD_HEAD,
             _HOLD_ROW,
             _ON_CONFLICT_RETURNING,
-            key_column="idempotency_key",
+            key_columns=("idempotency_key",),
             refusals=INTEGRITY_ERRORS,
         )
         self._resolutions = RowsStatement(
@@ -259,7 +259,7 @@ class Ledger:
             _RESOLUTION_HEAD,
             _RESOLUTION_ROW,
             _RESOLUTION_TAIL,
-            key_column="idempotency_key",
+            key_columns=("idempotency_key",),
             refusals=INTEGRITY_ERRORS,
         )
 

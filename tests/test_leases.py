@@ -17,6 +17,7 @@ from bot.providers import ProviderHttp, VideoProvider
 from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
 from storage import Job, JobState, LeaseLost, Leases, OffsetClock, WorkedJobs
+from tests.backends import database_target
 from tests.pipeline_support import ProviderFactory, RecordingSink, member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 from tests.waits import until_stored
@@ -71,6 +72,51 @@ async def test_a_webhook_at_the_other_process_is_checked_once_by_the_owner(
             assert polls_of(double, vendor_job.id) - polls_before == 1, "one status check"
             assert len(await a.captures(job.id)) == 1
             assert (await a.ledger.audit()).ok
+
+
+async def test_on_postgresql_a_notify_brings_the_owner_the_webhook_without_a_heartbeat(
+    tmp_path: Path,
+) -> None:
+    """Leases of a minute (a heartbeat every 20 s): the webhook that reached B is checked by A at
+    once, woken by B's NOTIFY, which has A read the requests and nothing else (no renewal of
+    every lease it holds, no look for orphans)."""
+    async with EachLabsDouble() as double, database_target("postgresql", tmp_path) as url:
+        double.default_script = ["processing"]
+        quiet: dict[str, Any] = {"poll_initial_s": 3600.0, "poll_max_s": 3600.0, "lease_s": 60.0}
+        async with pipeline(
+            tmp_path / "a",
+            eachlabs(double),
+            default_provider="eachlabs",
+            process_id="A",
+            database=url,
+            **quiet,
+        ) as a:
+            await a.ledger.issue_to_member(1, 7, 100, key="seed")
+            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+
+            async def created() -> Job | None:
+                found = await a.service.jobs.get(job.id)
+                return found if found.provider_job_id else None
+
+            running = await until_stored(a.db, created, timeout_s=20, what="created")
+            async with pipeline(
+                tmp_path / "b",
+                eachlabs(double),
+                default_provider="eachlabs",
+                process_id="B",
+                database=url,
+                **quiet,
+            ) as b:
+                assert running.provider_job_id is not None
+                vendor_job = double.jobs[running.provider_job_id]
+                vendor_job.script, vendor_job.step = ["succeeded"], 0
+                url_b = f"{b.web.url}/webhooks/eachlabs/{running.webhook_token}"
+                assert await double.send_webhook(vendor_job, url_b) == 200
+                done = await a.wait_for_state(job.id, JobState.DELIVERED)
+                assert a.service.leases.beats.count == 0, "A ran no heartbeat for it"
+                assert b.service.leases.beats.count == 0
+            assert done.lease_owner == "A"
+            assert [job_id for job_id, _ in a.sink.deliveries] == [job.id]
 
 
 async def test_a_process_that_stops_renewing_loses_its_jobs_to_another(tmp_path: Path) -> None:

@@ -109,3 +109,25 @@ async def test_an_outcome_is_recorded_only_by_the_lease_holder(
     assert done.state is S.DELIVERED
     with pytest.raises(IllegalTransition):  # the holder, but the outcome is recorded already
         await jobs.transition(job.id, S.DELIVERED, held_by="B")
+
+
+async def test_take_or_ask_takes_a_free_job_and_asks_a_live_owner(
+    jobs: JobStore, leases: Leases, clock: ManualClock
+) -> None:
+    held = await succeeded(jobs, clock, owner="A")
+    assert await leases.take_or_ask(held.id, "B", LEASE_MS) == "A"
+    after = await jobs.get(held.id)
+    assert (after.lease_owner, after.lease_until_ms) == ("A", held.lease_until_ms), "unchanged"
+    assert await leases.collect_pokes("B") == []
+    assert await leases.collect_pokes("A") == [held.id]
+    assert await leases.collect_pokes("A") == [], "a request is collected once"
+    assert await leases.take_or_ask(held.id, "A", LEASE_MS) == "A", "its own: taken, no request"
+    assert await leases.collect_pokes("A") == []
+    clock.advance(ms=LEASE_MS + 1)  # A stalled: its lease lapsed
+    assert await leases.take_or_ask(held.id, "B", LEASE_MS) == "B"
+    after = await jobs.get(held.id)
+    assert (after.lease_owner, after.lease_until_ms) == ("B", clock.now_ms() + LEASE_MS)
+    assert await leases.collect_pokes("A") == [] and await leases.collect_pokes("B") == []
+    queued = await jobs.create(NewJob(provider="local", request={"prompt": "owl"}, cost=10))
+    assert await leases.take_or_ask(queued.id, "B", LEASE_MS) is None, "not a worked job"
+    assert (await jobs.get(queued.id)).lease_owner is None

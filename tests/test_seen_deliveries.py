@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from storage import Database, DatabaseUnavailable, JobStore
 from storage.seen_deliveries import SeenDeliveries
+from tests.backends import both_backends
 from tests.test_jobs_store import new_job
 
 
@@ -42,3 +45,23 @@ async def test_a_delivery_stored_by_another_process_is_a_duplicate(db: Database)
     other = JobStore(db)  # nothing remembered: the database answers
     assert await other.record_webhook("fal", "req-9", job.id) is False
     assert await other.record_webhook("eachlabs", "req-9", job.id) is True  # per provider
+
+
+@both_backends
+async def test_deliveries_received_at_once_share_a_statement_and_each_is_new_once(
+    db: Database,
+) -> None:
+    """Twenty deliveries at once, each sent twice (a vendor retry racing its original), plus one
+    known before: one statement for most of them, and exactly one "new" per delivery (whichever
+    of a pair was stored first)."""
+    jobs = JobStore(db)
+    job = await jobs.create(new_job(provider="eachlabs"))
+    assert await jobs.record_webhook("eachlabs", "known", job.id) is True
+    keys = [f"evt-{n}" for n in range(20)] * 2 + ["known"]
+    fresh = JobStore(db)  # remembers nothing: every answer comes from the database
+    answers = await asyncio.gather(*(fresh.record_webhook("eachlabs", k, job.id) for k in keys))
+    new = [k for k, answer in zip(keys, answers, strict=True) if answer]
+    assert sorted(new) == sorted(f"evt-{n}" for n in range(20))
+    assert fresh.delivery_statements <= 3  # two alone at once, the rest together
+    rows = await db.fetchall("SELECT delivery_key FROM webhook_deliveries")
+    assert sorted(r["delivery_key"] for r in rows) == sorted([*new, "known"])

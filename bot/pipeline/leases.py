@@ -5,8 +5,8 @@ Every job the pipeline works on after it leaves the queue is leased to one proce
 process's leases every third of the lease time, takes over the jobs whose lease lapsed (their
 process died) and resumes them exactly as a restart does (the tracker polls, recovers a lost
 create, completes), and passes a webhook for a job another process works on to that process
-(a flag on the job read at that process's next heartbeat; on PostgreSQL a NOTIFY wakes the
-heartbeat at once).
+(a flag on the job read at that process's next heartbeat; on PostgreSQL a NOTIFY has it read
+the flags at once, without the rest of a heartbeat).
 One process alone runs the same code; every lease is its own.
 
 A process can stall (its renewal waits on SQLite's file lock or an unreachable server, a long
@@ -118,11 +118,21 @@ class LeaseKeeper:
         return await self._take_over(own=True)
 
     async def run(self) -> None:
-        """The keeper loop (a task of the facade): a heartbeat every third of the lease time."""
+        """The keeper loop (a task of the facade): a heartbeat every third of the lease time,
+        and in between, when woken, only the jobs other processes asked it to look at."""
         interval_s = self._lease_ms / 3000
+        loop = asyncio.get_running_loop()
         async with self._leases.listen(self.owner, self.wake):
+            next_beat_s = loop.time() + interval_s
             while True:
-                await wait_event(self._wake, interval_s)
+                left_s = next_beat_s - loop.time()
+                if left_s > 0 and await wait_event(self._wake, left_s):
+                    self._wake.clear()
+                    try:
+                        self._look_at(await self._leases.collect_pokes(self.owner))
+                    except Exception:
+                        log.exception("collecting requests from other processes failed")
+                    continue
                 self._wake.clear()
                 try:
                     await self.beat()
@@ -131,10 +141,16 @@ class LeaseKeeper:
                     self._forget("its lease renewal failed")
                 finally:
                     self.beats.add()
+                    next_beat_s = loop.time() + interval_s
 
     def wake(self) -> None:
-        """Beat now (PostgreSQL NOTIFY: another process asked this one to look at a job)."""
+        """Look now at the jobs other processes asked this one to (PostgreSQL NOTIFY)."""
         self._wake.set()
+
+    def _look_at(self, poked: list[str]) -> None:
+        for job_id in poked:
+            self._held.add(job_id)
+            self._scheduler.poke(job_id)
 
     async def beat(self) -> None:
         """Renew this process's leases, look at the jobs others asked it to, take over orphans."""
@@ -143,9 +159,7 @@ class LeaseKeeper:
         previous_ms, self._renewing_since_ms = self._renewing_since_ms, began_ms
         if previous_ms is not None and self._clock.now_ms() - previous_ms > self._lease_ms:
             self._forget("its lease renewal came back later than a lease after the one before")
-        for job_id in poked:
-            self._held.add(job_id)
-            self._scheduler.poke(job_id)
+        self._look_at(poked)
         taken = await self._take_over(own=False)
         if taken:
             self.taken_over += taken
@@ -214,10 +228,8 @@ class LeaseKeeper:
         if job_id in self._held:
             self._scheduler.poke(job_id)
             return
-        owner = await self._leases.take(job_id, self.owner, self._lease_ms)
+        owner = await self._leases.take_or_ask(job_id, self.owner, self._lease_ms)
         if owner is None or owner == self.owner:
             if owner is not None:
                 self._held.add(job_id)
             self._scheduler.poke(job_id)
-            return
-        await self._leases.ask_owner(job_id)
