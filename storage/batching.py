@@ -50,10 +50,28 @@ class Batcher(Generic[R, T]):
 
     async def submit(self, request: R) -> T:
         """The outcome of `request`, written alone or with others."""
+        if self._running < self._slots and not self._waiting:
+            return await self._alone(request)
         waiting: _Waiting[R, T] = _Waiting(request)
         self._waiting.append(waiting)
         self._start_batches()
         return await waiting.future
+
+    async def _alone(self, request: R) -> T:
+        """A slot is free and nobody waits: run it now, in the caller's own task."""
+        self._running += 1
+        self.batches += 1
+        try:
+            outcomes = await self._batch_fn([request])
+        finally:
+            self._running -= 1
+            self._start_batches()
+        if len(outcomes) != 1:
+            raise RuntimeError(f"a batch of 1 request gave {len(outcomes)} outcomes")
+        outcome = outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def _start_batches(self) -> None:
         while self._running < self._slots:
@@ -106,10 +124,11 @@ class RowsStatement:
     request is run again alone, so only the one that broke the rule is refused, with its own
     error.
 
-    `slots`: statements in flight at once. Two, so that one slow statement (waiting on a row
-    lock) does not hold up every other; fewer in flight means larger batches (bench/ledger.py on
-    PostgreSQL, 64 members at once on 2 cores: one slot 0.83 of the baseline, two 0.65, four
-    0.55, none shared 0.37)."""
+    `slots`: statements of this kind in flight at once. One: the fewer in flight, the larger
+    each batch and the fewer commits (bench/ledger.py on PostgreSQL, 64 members at once on 2
+    cores: one slot 0.80-0.87 of the baseline, two 0.55-0.65, four 0.55, none shared 0.37). The
+    cost is that a statement waiting on a row lock holds up the next batch; the bot's own holds
+    and captures run inside its job transactions, which are not batched."""
 
     def __init__(
         self,
@@ -120,7 +139,7 @@ class RowsStatement:
         *,
         key_columns: tuple[str, ...],
         refusals: tuple[type[BaseException], ...],
-        slots: int = 2,
+        slots: int = 1,
         max_batch: int = 64,
     ) -> None:
         self._db = db

@@ -25,6 +25,10 @@ class Gate:
         await self.release.wait()
         return [ValueError(f"odd {r}") if r % 2 else r * 10 for r in requests]
 
+    async def run_released(self, requests: Sequence[int]) -> list[int | BaseException]:
+        self.release.set()
+        return await self.run(requests)
+
 
 async def _started(tasks: list[asyncio.Task[int]]) -> None:
     """Let every task reach its submit (each runs to its first await)."""
@@ -32,12 +36,18 @@ async def _started(tasks: list[asyncio.Task[int]]) -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_lone_request_runs_at_once_alone() -> None:
-    gate = Gate()
-    gate.release.set()
-    batcher: Batcher[int, int] = Batcher(gate.run, slots=1)
+async def test_a_lone_request_runs_at_once_alone_in_the_callers_task() -> None:
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def run(requests: Sequence[int]) -> list[int | BaseException]:
+        tasks.append(asyncio.current_task())
+        return [r * 10 for r in requests]
+
+    batcher: Batcher[int, int] = Batcher(run, slots=1)
     assert await batcher.submit(4) == 40
-    assert gate.batches == [[4]]
+    assert tasks == [asyncio.current_task()]
+    with pytest.raises(ValueError, match="odd 3"):
+        await Batcher(Gate().run_released, slots=1).submit(3)
 
 
 async def test_requests_that_find_the_slots_busy_go_together_in_order() -> None:
