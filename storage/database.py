@@ -99,6 +99,9 @@ class Database(ABC):
     """An open klingbot database. Build with `await Database.open(target)`; close with `close()`."""
 
     dialect: ClassVar[str]
+    # Whether writes that arrive together already share one commit (SQLite's single writer
+    # groups them), so there is nothing to gain by also sharing statements (storage/batching.py).
+    groups_commits: ClassVar[bool] = False
     url_schemes: ClassVar[tuple[str, ...]] = ()
     _by_scheme: ClassVar[dict[str, type[Database]]] = {}
     _default: ClassVar[type[Database] | None] = None

@@ -89,6 +89,7 @@ class SqliteDatabase(Database):
     """An open SQLite database. Build with `await Database.open(path)`; close with `close()`."""
 
     dialect = "sqlite"
+    groups_commits = True
 
     def __init__(
         self,
