@@ -6,6 +6,8 @@ stops renewing loses its jobs to another, which finishes them."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from bot.providers.eachlabs import EachLabsProvider
 from bot.settings import EachLabsSettings
 from storage import Job, JobState, LeaseLost, Leases, OffsetClock, WorkedJobs
 from tests.backends import database_target
-from tests.pipeline_support import ProviderFactory, RecordingSink, member, pipeline
+from tests.pipeline_support import Harness, ProviderFactory, RecordingSink, member, pipeline
 from tests.provider_doubles.eachlabs import API_KEY, EachLabsDouble
 from tests.waits import until_stored
 
@@ -35,14 +37,24 @@ def polls_of(double: EachLabsDouble, vendor_id: str) -> int:
     return sum(1 for r in double.requests if r.method == "GET" and r.path.endswith(vendor_id))
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 async def test_a_webhook_at_the_other_process_is_checked_once_by_the_owner(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
-    async with EachLabsDouble() as double:
+    """On PostgreSQL, leases of a minute (a heartbeat every 20 s): A checks at once, woken by
+    B's NOTIFY, which has A read the requests and nothing else (no renewal of every lease it
+    holds, no look for orphans). On SQLite, A finds the request at its next heartbeat."""
+    lease_s = 60.0 if backend == "postgresql" else 1.0
+    quiet: dict[str, Any] = {"poll_initial_s": 3600.0, "poll_max_s": 3600.0, "lease_s": lease_s}
+    async with EachLabsDouble() as double, database_target(backend, tmp_path) as target:
         double.default_script = ["processing"]  # until the test says otherwise
-        quiet: dict[str, Any] = {"poll_initial_s": 3600.0, "poll_max_s": 3600.0, "lease_s": 1.0}
         async with pipeline(
-            tmp_path, eachlabs(double), default_provider="eachlabs", process_id="A", **quiet
+            tmp_path / "a",
+            eachlabs(double),
+            default_provider="eachlabs",
+            process_id="A",
+            database=target,
+            **quiet,
         ) as a:
             await a.ledger.issue_to_member(1, 7, 100, key="seed")
             job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
@@ -54,7 +66,12 @@ async def test_a_webhook_at_the_other_process_is_checked_once_by_the_owner(
             running = await until_stored(a.db, created, timeout_s=20, what="created")
             assert running.lease_owner == "A"
             async with pipeline(
-                tmp_path, eachlabs(double), default_provider="eachlabs", process_id="B", **quiet
+                tmp_path / "b",
+                eachlabs(double),
+                default_provider="eachlabs",
+                process_id="B",
+                database=target,
+                **quiet,
             ) as b:
                 assert running.provider_job_id is not None
                 vendor_job = double.jobs[running.provider_job_id]
@@ -63,6 +80,8 @@ async def test_a_webhook_at_the_other_process_is_checked_once_by_the_owner(
                 url = f"{b.web.url}/webhooks/eachlabs/{running.webhook_token}"
                 assert await double.send_webhook(vendor_job, url) == 200
                 done = await a.wait_for_state(job.id, JobState.DELIVERED)
+                if backend == "postgresql":
+                    assert a.service.leases.beats.count == 0, "A ran no heartbeat for it"
                 assert await double.send_webhook(vendor_job, url) == 200  # a retry: nothing
                 await b.service.settle_due()
                 await a.service.settle_due()
@@ -72,51 +91,6 @@ async def test_a_webhook_at_the_other_process_is_checked_once_by_the_owner(
             assert polls_of(double, vendor_job.id) - polls_before == 1, "one status check"
             assert len(await a.captures(job.id)) == 1
             assert (await a.ledger.audit()).ok
-
-
-async def test_on_postgresql_a_notify_brings_the_owner_the_webhook_without_a_heartbeat(
-    tmp_path: Path,
-) -> None:
-    """Leases of a minute (a heartbeat every 20 s): the webhook that reached B is checked by A at
-    once, woken by B's NOTIFY, which has A read the requests and nothing else (no renewal of
-    every lease it holds, no look for orphans)."""
-    async with EachLabsDouble() as double, database_target("postgresql", tmp_path) as url:
-        double.default_script = ["processing"]
-        quiet: dict[str, Any] = {"poll_initial_s": 3600.0, "poll_max_s": 3600.0, "lease_s": 60.0}
-        async with pipeline(
-            tmp_path / "a",
-            eachlabs(double),
-            default_provider="eachlabs",
-            process_id="A",
-            database=url,
-            **quiet,
-        ) as a:
-            await a.ledger.issue_to_member(1, 7, 100, key="seed")
-            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
-
-            async def created() -> Job | None:
-                found = await a.service.jobs.get(job.id)
-                return found if found.provider_job_id else None
-
-            running = await until_stored(a.db, created, timeout_s=20, what="created")
-            async with pipeline(
-                tmp_path / "b",
-                eachlabs(double),
-                default_provider="eachlabs",
-                process_id="B",
-                database=url,
-                **quiet,
-            ) as b:
-                assert running.provider_job_id is not None
-                vendor_job = double.jobs[running.provider_job_id]
-                vendor_job.script, vendor_job.step = ["succeeded"], 0
-                url_b = f"{b.web.url}/webhooks/eachlabs/{running.webhook_token}"
-                assert await double.send_webhook(vendor_job, url_b) == 200
-                done = await a.wait_for_state(job.id, JobState.DELIVERED)
-                assert a.service.leases.beats.count == 0, "A ran no heartbeat for it"
-                assert b.service.leases.beats.count == 0
-            assert done.lease_owner == "A"
-            assert [job_id for job_id, _ in a.sink.deliveries] == [job.id]
 
 
 async def test_a_process_that_stops_renewing_loses_its_jobs_to_another(tmp_path: Path) -> None:
@@ -158,34 +132,50 @@ class PausedSink(RecordingSink):
         return await super().deliver(job, clip, link=link, fence=fence)
 
 
+STALL_CONFIG: dict[str, Any] = {"lease_s": 30.0, "deadline_s": 3600}
+
+
+@asynccontextmanager
+async def stuck_owner(
+    tmp_path: Path,
+    double: EachLabsDouble,
+    clock: OffsetClock,
+    sink: RecordingSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[Harness, Job]]:
+    """Process A, delivering through `sink`, whose every lease renewal waits (as on a locked
+    file), and a job submitted to it."""
+    async with pipeline(
+        tmp_path,
+        eachlabs(double),
+        default_provider="eachlabs",
+        process_id="A",
+        clock=clock,
+        sink=sink,
+        start=False,
+        **STALL_CONFIG,
+    ) as a:
+
+        async def stuck() -> None:
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(a.service.leases, "beat", stuck)
+        await a.service.start()
+        await a.ledger.issue_to_member(1, 7, 100, key="seed")
+        job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+        yield a, job
+
+
 async def test_a_job_being_posted_is_not_taken_over_when_its_owner_stalls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A's keeper stalls (its renewal waits on the database) while A posts a clip, for longer
     than the lease: B must not take the job over and post it a second time."""
     clock = OffsetClock()
-    config: dict[str, Any] = {"lease_s": 30.0, "deadline_s": 3600}
     paused = PausedSink(tmp_path / "delivered-a")
     async with EachLabsDouble() as double:
         double.default_script = ["succeeded"]
-        async with pipeline(
-            tmp_path,
-            eachlabs(double),
-            default_provider="eachlabs",
-            process_id="A",
-            clock=clock,
-            sink=paused,
-            start=False,
-            **config,
-        ) as a:
-
-            async def stuck() -> None:  # every renewal of A waits, as on a locked file
-                await asyncio.Event().wait()
-
-            monkeypatch.setattr(a.service.leases, "beat", stuck)
-            await a.service.start()
-            await a.ledger.issue_to_member(1, 7, 100, key="seed")
-            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+        async with stuck_owner(tmp_path, double, clock, paused, monkeypatch) as (a, job):
             await paused.posting.wait()  # A checked its lease and is posting
             clock.advance(seconds=60)  # A's post takes longer than the lease
             async with pipeline(
@@ -194,7 +184,7 @@ async def test_a_job_being_posted_is_not_taken_over_when_its_owner_stalls(
                 default_provider="eachlabs",
                 process_id="B",
                 clock=clock,
-                **config,
+                **STALL_CONFIG,
             ) as b:  # B's start takes over the jobs whose lease lapsed
                 held = await b.service.jobs.get(job.id)
                 assert held.lease_owner == "A", "B took over a job A is still posting"
@@ -232,28 +222,10 @@ async def test_a_process_that_lost_the_job_while_it_stalled_does_not_post_it(
     """A stalls on its way to posting, its keeper too, past its lease; B takes the job over. A
     must find out before it posts, and leave the job to B quietly."""
     clock = OffsetClock()
-    config: dict[str, Any] = {"lease_s": 30.0, "deadline_s": 3600}
     stalling = StallsBeforePosting(tmp_path / "delivered-a")
     async with EachLabsDouble() as double:
         double.default_script = ["succeeded"]
-        async with pipeline(
-            tmp_path,
-            eachlabs(double),
-            default_provider="eachlabs",
-            process_id="A",
-            clock=clock,
-            sink=stalling,
-            start=False,
-            **config,
-        ) as a:
-
-            async def stuck() -> None:  # every renewal of A waits, as on a locked file
-                await asyncio.Event().wait()
-
-            monkeypatch.setattr(a.service.leases, "beat", stuck)
-            await a.service.start()
-            await a.ledger.issue_to_member(1, 7, 100, key="seed")
-            job = (await a.service.submit(member(), {"prompt": "fox", "duration_s": 5})).job
+        async with stuck_owner(tmp_path, double, clock, stalling, monkeypatch) as (a, job):
             await stalling.stalled.wait()
             clock.advance(seconds=60)  # longer than A's lease
             other = Leases(a.db, WorkedJobs(late_grace_ms=3_600_000))
