@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from storage.database import Database, Row
+from storage.database import Database, Row, Tx
 
 __all__ = ["Batcher", "RowsStatement"]
 
@@ -160,8 +160,11 @@ class RowsStatement:
         """Statements written."""
         return self._batcher.batches + self._alone
 
-    async def write(self, params: Sequence[Any]) -> list[Row]:
-        """The rows the statement returned for this request's row (none if it wrote nothing)."""
+    async def write(self, params: Sequence[Any], tx: Tx | None = None) -> list[Row]:
+        """The rows the statement returned for this request's row (none if it wrote nothing);
+        in the caller's transaction `tx`, if given, alone."""
+        if tx is not None:
+            return await tx.fetchall(self.sql(1), params)
         if self._db.groups_commits:  # its writer shares the commit already: go alone
             self._alone += 1
             return await self._db.write_statement(self.sql(1), params)

@@ -482,10 +482,7 @@ class Ledger:
             "job_id": job_id,
         }
         try:
-            if tx is None:
-                rows = await self._holds.write(params)
-            else:
-                rows = await tx.fetchall(self._holds.sql(1), params)
+            rows = await self._holds.write(params, tx)
         except INTEGRITY_ERRORS as error:
             if tx is None and await self._by_key(key, None) is not None:
                 # Refused, but a hold with this key was made meanwhile (the same request
@@ -531,10 +528,7 @@ class Ledger:
         key = key or f"{kind.value}:{hold_id}"
         params = (key, kind.value, amount, reason, self._db.clock.now_ms(), hold_id)
         try:
-            if tx is None:
-                rows = await self._resolutions.write(params)
-            else:
-                rows = await tx.fetchall(self._resolutions.sql(1), params)
+            rows = await self._resolutions.write(params, tx)
         except INTEGRITY_ERRORS as error:
             raise await self._resolution_error(error, hold_id) from error
         if rows:
