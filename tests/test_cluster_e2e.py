@@ -39,9 +39,16 @@ from storage import FINAL_STATES, Database, Job, JobState, JobStore, Ledger, Tra
 from tests.backends import create_database, drop_database
 from tests.e2e_support import APP_ID, BOT_ID, OWNER, TOKEN, ask_video, reply_text
 from tests.provider_doubles.kling import ACCESS_KEY, SECRET_KEY, KlingDouble
-from tests.provider_support import free_port
 from tests.test_cli_bot import clean_env
-from tests.test_shards_e2e import Process, SharedDatabase, bot_env, klingbot, poll, sqlite_file
+from tests.test_shards_e2e import (
+    Process,
+    SharedDatabase,
+    bot_env,
+    klingbot,
+    poll,
+    sqlite_file,
+    start_shards,
+)
 
 COUNT = 3
 GUILDS_PER_SHARD = 2
@@ -179,19 +186,18 @@ def cluster_env(
 
 
 async def start_cluster(
+    started: list[Process],
     tmp_path: Path,
     double: DiscordDouble,
     vendor: KlingDouble,
     database: SharedDatabase,
     public_url: str,
-) -> list[Process]:
-    started: list[Process] = []
+) -> None:
+    """The three processes, each ready, in `started` (stopped by the caller)."""
     media = tmp_path / "media"  # one media folder for all: any process may deliver any job
-    for shard in range(COUNT):
-        workdir = tmp_path / f"process{shard}"
-        workdir.mkdir()
-        port = free_port()
-        env = cluster_env(
+
+    def env_of(shard: int, port: int) -> dict[str, str]:
+        return cluster_env(
             double,
             vendor,
             database,
@@ -202,24 +208,8 @@ async def start_cluster(
             KLINGBOT_PROCESS_ID=f"p{shard}",
             KLINGBOT_MEDIA_DIR=str(media),
         )
-        with (workdir / "stderr.log").open("wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                "run",
-                cwd=workdir,
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=log,
-            )
-        started.append(Process(str(shard), port, proc))
-    wanted = [(shard, COUNT) for shard in range(COUNT)]
-    await double.wait_for(lambda: double.gateway.live_shards() == wanted, STARTED_WITHIN_S)
-    async with aiohttp.ClientSession() as http:
-        for process in started:
-            await poll(partial(process.ready, http), what=f"shard {process.shard_ids} ready")
-    return started
+
+    await start_shards(started, tmp_path, double, env_of, count=COUNT)
 
 
 async def make_world() -> DiscordDouble:
@@ -349,7 +339,7 @@ async def test_three_processes_survive_a_kill_with_one_outcome_per_job(
             "sync", cwd=tmp_path, env=cluster_env(double, vendor, database)
         )
         assert code == 0, stderr
-        started = await start_cluster(tmp_path, double, vendor, database, balancer.url)
+        await start_cluster(started, tmp_path, double, vendor, database, balancer.url)
         balancer.live.update({f"p{p.shard_ids}": p.port for p in started})
 
         for guild_id in GUILDS:  # each guild's pool, by the owner's command

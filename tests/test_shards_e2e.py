@@ -138,40 +138,60 @@ class Process:
         return self.proc.returncode
 
 
-@asynccontextmanager
-async def processes(
-    tmp_path: Path, double: DiscordDouble, database: SharedDatabase
-) -> AsyncIterator[list[Process]]:
-    """`klingbot run` with KLINGBOT_SHARD_IDS=0, 1 and 2 of KLINGBOT_SHARD_COUNT=3, each ready."""
-    started: list[Process] = []
-    try:
-        for shard in range(COUNT):
-            workdir = tmp_path / f"process{shard}"  # its own media; the database is shared
-            workdir.mkdir()
-            port = free_port()
-            env = bot_env(
-                double,
-                database,
-                KLINGBOT_SHARD_COUNT=str(COUNT),
-                KLINGBOT_SHARD_IDS=str(shard),
-                KLINGBOT_HTTP_PORT=str(port),
-            )
+async def start_shards(
+    started: list[Process],
+    tmp_path: Path,
+    double: DiscordDouble,
+    env_of: Callable[[int, int], dict[str, str]],
+    *,
+    count: int = COUNT,
+) -> None:
+    """`klingbot run` as shards 0 to `count` - 1 of `count`, each in a working folder of its own
+    (its stderr in stderr.log there) with the environment `env_of(shard, port)`; each is added to
+    `started` as it starts (the caller stops them, also if this fails). Returns once every shard
+    is connected to the stand-in and every process answers ready."""
+    for shard in range(count):
+        workdir = tmp_path / f"process{shard}"
+        workdir.mkdir()
+        port = free_port()
+        with (workdir / "stderr.log").open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "bot",
                 "run",
                 cwd=workdir,
-                env=env,
+                env=env_of(shard, port),
                 stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+                stderr=log,
             )
-            started.append(Process(str(shard), port, proc))
-        wanted = [(shard, COUNT) for shard in range(COUNT)]
-        await double.wait_for(lambda: double.gateway.live_shards() == wanted, STARTED_WITHIN_S)
-        async with aiohttp.ClientSession() as http:
-            for process in started:
-                await poll(partial(process.ready, http), what=f"shard {process.shard_ids} ready")
+        started.append(Process(str(shard), port, proc))
+    wanted = [(shard, count) for shard in range(count)]
+    await double.wait_for(lambda: double.gateway.live_shards() == wanted, STARTED_WITHIN_S)
+    async with aiohttp.ClientSession() as http:
+        for process in started:
+            await poll(partial(process.ready, http), what=f"shard {process.shard_ids} ready")
+
+
+@asynccontextmanager
+async def processes(
+    tmp_path: Path, double: DiscordDouble, database: SharedDatabase
+) -> AsyncIterator[list[Process]]:
+    """`klingbot run` with KLINGBOT_SHARD_IDS=0, 1 and 2 of KLINGBOT_SHARD_COUNT=3, each ready
+    (each with its own media; the database is shared)."""
+    started: list[Process] = []
+
+    def env_of(shard: int, port: int) -> dict[str, str]:
+        return bot_env(
+            double,
+            database,
+            KLINGBOT_SHARD_COUNT=str(COUNT),
+            KLINGBOT_SHARD_IDS=str(shard),
+            KLINGBOT_HTTP_PORT=str(port),
+        )
+
+    try:
+        await start_shards(started, tmp_path, double, env_of)
         yield started
     finally:
         codes = [await process.stop() for process in started]
